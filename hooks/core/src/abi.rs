@@ -1,0 +1,285 @@
+//! Library names and Sarus's ABI compatibility rules.
+//!
+//! `libmpich.so.12.1.10` -> linker name `libmpich.so`, version `12.1.10`; vendor names met
+//! through a symlink chain (`libmpi.so.12 -> libmpich_gnu_91.so.12.0.1`) give the longest
+//! consistent version along the chain. Patch levels never matter.
+
+use std::fmt;
+
+/// A library file name split into linker name and numeric version tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibName {
+    /// Everything up to and including the last `.so` (`libmpich.so`).
+    pub linker_name: String,
+    /// Leading numeric tokens after `.so.` (`[12, 1, 10]`); non-numeric tokens end it.
+    pub version: Vec<u32>,
+}
+
+/// Splits a file name (no directories) like `libfoo.so.1.2.3`. `None` when the name has
+/// no `.so` component.
+pub fn parse_lib_name(file_name: &str) -> Option<LibName> {
+    let idx = file_name.rfind(".so")?;
+    let (head, tail) = file_name.split_at(idx + 3);
+    if head.len() <= 3 {
+        return None;
+    }
+    let version = if tail.is_empty() {
+        Vec::new()
+    } else {
+        let rest = tail.strip_prefix('.')?;
+        let mut v = Vec::new();
+        for tok in rest.split('.') {
+            match tok.parse::<u32>() {
+                Ok(n) if !tok.is_empty() && tok.bytes().all(|b| b.is_ascii_digit()) => v.push(n),
+                _ => break,
+            }
+        }
+        v
+    };
+    Some(LibName {
+        linker_name: head.to_string(),
+        version,
+    })
+}
+
+/// The longest version along a chain of names (first name = the one looked up), keeping
+/// only versions consistent with the ones before (each a prefix of the longer).
+pub fn version_from_chain<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let mut best: Vec<u32> = Vec::new();
+    for n in names {
+        let Some(p) = parse_lib_name(n) else { continue };
+        let v = p.version;
+        let common = best.len().min(v.len());
+        if best[..common] != v[..common] {
+            break;
+        }
+        if v.len() > best.len() {
+            best = v;
+        }
+    }
+    best
+}
+
+pub fn version_string(v: &[u32]) -> String {
+    if v.is_empty() {
+        return "(no version)".into();
+    }
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+}
+
+/// `MPI_COMPATIBILITY_TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompatType {
+    #[default]
+    Major,
+    Full,
+    Strict,
+    Dependencies,
+}
+
+impl std::str::FromStr for CompatType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "major" => Ok(CompatType::Major),
+            "full" => Ok(CompatType::Full),
+            "strict" => Ok(CompatType::Strict),
+            "dependencies" => Ok(CompatType::Dependencies),
+            other => Err(format!(
+                "unknown MPI compatibility type '{other}'; use one of major, full, strict, dependencies"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CompatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CompatType::Major => "major",
+            CompatType::Full => "full",
+            CompatType::Strict => "strict",
+            CompatType::Dependencies => "dependencies",
+        })
+    }
+}
+
+/// Outcome of comparing a host library version with a container one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Replace the container library with the host one.
+    Compatible,
+    /// Replace, but tell the user why it may misbehave.
+    CompatibleWithWarning(String),
+    /// Do not replace; put the host library beside the container one (dependencies only).
+    Beside(String),
+    /// Refuse: container start must fail.
+    Incompatible(String),
+}
+
+/// Sarus's rules (patch ignored): see the table in the README.
+pub fn check(host: &[u32], container: &[u32], ty: CompatType) -> Verdict {
+    let hv = version_string(host);
+    let cv = version_string(container);
+    let (Some(hmaj), Some(cmaj)) = (host.first(), container.first()) else {
+        let why = format!("cannot compare ABI versions: host {hv}, container {cv}");
+        return match ty {
+            CompatType::Strict => Verdict::Incompatible(why),
+            CompatType::Dependencies => Verdict::Beside(why),
+            _ => Verdict::CompatibleWithWarning(why),
+        };
+    };
+    if hmaj != cmaj {
+        let why = format!("major versions differ (host {hv}, container {cv})");
+        return match ty {
+            CompatType::Dependencies => Verdict::Beside(why),
+            _ => Verdict::Incompatible(why),
+        };
+    }
+    if ty == CompatType::Major {
+        return Verdict::Compatible;
+    }
+    match (host.get(1), container.get(1)) {
+        (Some(hmin), Some(cmin)) => match ty {
+            CompatType::Strict if hmin != cmin => Verdict::Incompatible(format!(
+                "minor versions differ (host {hv}, container {cv}) and the compatibility type is strict"
+            )),
+            CompatType::Full | CompatType::Dependencies if hmin < cmin => {
+                Verdict::CompatibleWithWarning(format!(
+                    "the host library is older than the container's (host {hv}, container {cv}); \
+                     symbols the application needs may be missing"
+                ))
+            }
+            _ => Verdict::Compatible,
+        },
+        _ => match ty {
+            CompatType::Strict => Verdict::Incompatible(format!(
+                "minor versions unknown (host {hv}, container {cv}) and the compatibility type is strict"
+            )),
+            _ => Verdict::CompatibleWithWarning(format!(
+                "minor versions unknown (host {hv}, container {cv}); only the major version was checked"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names() {
+        let n = parse_lib_name("libmpich.so.12.1.10").unwrap();
+        assert_eq!(n.linker_name, "libmpich.so");
+        assert_eq!(n.version, vec![12, 1, 10]);
+        assert_eq!(
+            parse_lib_name("libmpich.so").unwrap().version,
+            Vec::<u32>::new()
+        );
+        assert_eq!(parse_lib_name("libfoo.so.1.x.3").unwrap().version, vec![1]);
+        assert_eq!(
+            parse_lib_name("libfoo.so.").unwrap().version,
+            Vec::<u32>::new()
+        );
+        assert_eq!(parse_lib_name("libfoo.sox"), None);
+        assert_eq!(
+            parse_lib_name("libc-2.31.so").unwrap().linker_name,
+            "libc-2.31.so"
+        );
+        assert_eq!(parse_lib_name(".so"), None);
+        assert_eq!(
+            parse_lib_name("libfoo.so.99999999999").unwrap().version,
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn chains() {
+        assert_eq!(
+            version_from_chain(["libmpi.so.12", "libmpich_gnu_91.so.12.0.1"]),
+            vec![12, 0, 1]
+        );
+        assert_eq!(
+            version_from_chain(["libmpich.so.12", "libmpich.so.12.1.10"]),
+            vec![12, 1, 10]
+        );
+        assert_eq!(
+            version_from_chain(["libmpi.so.12", "libother.so.40.1"]),
+            vec![12]
+        );
+        assert_eq!(
+            version_from_chain(["libmpi.so", "libmpich.so.12.1"]),
+            vec![12, 1]
+        );
+    }
+
+    #[test]
+    fn sarus_table() {
+        use CompatType::*;
+        assert_eq!(check(&[12, 2, 2], &[12, 1, 10], Major), Verdict::Compatible);
+        assert!(matches!(
+            check(&[13, 0], &[12, 1], Major),
+            Verdict::Incompatible(_)
+        ));
+        assert_eq!(check(&[12, 2], &[12, 1], Full), Verdict::Compatible);
+        assert!(matches!(
+            check(&[12, 1], &[12, 2], Full),
+            Verdict::CompatibleWithWarning(_)
+        ));
+        assert!(matches!(
+            check(&[13, 1], &[12, 2], Full),
+            Verdict::Incompatible(_)
+        ));
+        assert_eq!(check(&[12, 1, 7], &[12, 1, 0], Strict), Verdict::Compatible);
+        assert!(matches!(
+            check(&[12, 2], &[12, 1], Strict),
+            Verdict::Incompatible(_)
+        ));
+        assert!(matches!(
+            check(&[3, 0], &[2, 0], Dependencies),
+            Verdict::Beside(_)
+        ));
+        assert!(matches!(
+            check(&[2, 0], &[2, 1], Dependencies),
+            Verdict::CompatibleWithWarning(_)
+        ));
+        assert_eq!(check(&[2, 1], &[2, 1], Dependencies), Verdict::Compatible);
+    }
+
+    proptest! {
+        #[test]
+        fn name_parser_never_panics(s in ".{0,64}") {
+            let _ = parse_lib_name(&s);
+        }
+
+        // The reference table as a property: patch levels never change the verdict, and
+        // a different major is refused except for dependencies.
+        #[test]
+        fn patch_is_ignored(maj in 0u32..50, hmin in 0u32..50, cmin in 0u32..50, hp in 0u32..99, cp in 0u32..99) {
+            for ty in [CompatType::Major, CompatType::Full, CompatType::Strict, CompatType::Dependencies] {
+                prop_assert_eq!(
+                    std::mem::discriminant(&check(&[maj, hmin, hp], &[maj, cmin, cp], ty)),
+                    std::mem::discriminant(&check(&[maj, hmin], &[maj, cmin], ty))
+                );
+            }
+        }
+
+        #[test]
+        fn major_rule(h in 0u32..50, c in 0u32..50, m in 0u32..9) {
+            prop_assume!(h != c);
+            for ty in [CompatType::Major, CompatType::Full, CompatType::Strict] {
+                prop_assert!(matches!(check(&[h, m], &[c, m], ty), Verdict::Incompatible(_)));
+            }
+            prop_assert!(matches!(check(&[h, m], &[c, m], CompatType::Dependencies), Verdict::Beside(_)));
+        }
+
+        #[test]
+        fn chain_version_is_consistent(a in proptest::collection::vec(0u32..20, 0..4), extra in proptest::collection::vec(0u32..20, 0..3)) {
+            let mut long = a.clone();
+            long.extend(&extra);
+            let n1 = format!("libx.so{}", a.iter().map(|x| format!(".{x}")).collect::<String>());
+            let n2 = format!("liby.so{}", long.iter().map(|x| format!(".{x}")).collect::<String>());
+            prop_assert_eq!(version_from_chain([n1.as_str(), n2.as_str()]), long);
+        }
+    }
+}

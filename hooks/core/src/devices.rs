@@ -1,0 +1,448 @@
+//! Device nodes for the container: host node facts, and the device cgroup rules that let
+//! the container open them: `devices.allow` on cgroup v1, and on cgroup v2 the runtime's
+//! BPF device program replaced by one that first allows our devices, then runs the
+//! runtime's original instructions unchanged.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::mountinfo::MountEntry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot stat host device {path}: {source}")]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the container's device cgroup: {0}")]
+    CgroupNotFound(String),
+    #[error("cannot allow device {dev} in cgroup {path}: {source}")]
+    Allow {
+        dev: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup v2 device filter of {path}: {what}: {source}; the hook needs CAP_SYS_ADMIN/CAP_BPF on a kernel with BPF_CGROUP_DEVICE")]
+    Bpf {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup v2 device filter of {}: {message}", .path.display())]
+    BpfProgram { path: PathBuf, message: String },
+}
+
+/// Block or character device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DevType {
+    Char,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceNode {
+    pub dev_type: DevType,
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl std::fmt::Display for DeviceNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.dev_type {
+            DevType::Char => 'c',
+            DevType::Block => 'b',
+        };
+        write!(f, "{t} {}:{}", self.major, self.minor)
+    }
+}
+
+/// The device behind a host path, or `None` when it is not a device node.
+pub fn host_device(path: &Path) -> Result<Option<DeviceNode>, DeviceError> {
+    let md = std::fs::metadata(path).map_err(|source| DeviceError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    let ft = md.file_type();
+    let dev_type = if ft.is_char_device() {
+        DevType::Char
+    } else if ft.is_block_device() {
+        DevType::Block
+    } else {
+        return Ok(None);
+    };
+    let rdev = md.rdev();
+    Ok(Some(DeviceNode {
+        dev_type,
+        major: libc::major(rdev) as u64,
+        minor: libc::minor(rdev) as u64,
+    }))
+}
+
+/// Where the container's cgroup is, as seen from the hook.
+#[derive(Debug, Clone)]
+pub struct CgroupLocator {
+    /// `/proc/<pid>/cgroup` of the container process (or of the hook when inside).
+    pub proc_cgroup: String,
+    /// Host-view pid that must be a member, used to verify a candidate directory.
+    pub member_pid: Option<u32>,
+    /// `linux.cgroupsPath` from config.json, the fallback.
+    pub cgroups_path: Option<String>,
+}
+
+fn member_ok(dir: &Path, pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return dir.is_dir() };
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().any(|l| l.trim() == pid.to_string()))
+        .unwrap_or(false)
+}
+
+fn join_cgroup(mount: &MountEntry, path: &str) -> PathBuf {
+    let rel = Path::new(path)
+        .strip_prefix(&mount.root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| PathBuf::from(path.trim_start_matches('/')));
+    let rel = rel.strip_prefix("/").map(Path::to_path_buf).unwrap_or(rel);
+    mount.mount_point.join(rel)
+}
+
+/// Finds the container's directory in the hierarchy `mount`, whose `/proc/<pid>/cgroup`
+/// line is selected by `select`.
+fn locate(
+    loc: &CgroupLocator,
+    mount: &MountEntry,
+    select: &dyn Fn(&str) -> bool,
+) -> Result<PathBuf, DeviceError> {
+    let text = std::fs::read_to_string(&loc.proc_cgroup).map_err(|e| {
+        DeviceError::CgroupNotFound(format!("cannot read {}: {e}", loc.proc_cgroup))
+    })?;
+    let mut tried = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrl, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if select(ctrl) {
+            let dir = join_cgroup(mount, path);
+            if member_ok(&dir, loc.member_pid) {
+                return Ok(dir);
+            }
+            tried.push(dir);
+        }
+    }
+    if let Some(cp) = &loc.cgroups_path {
+        if cp.starts_with('/') {
+            let dir = mount.mount_point.join(cp.trim_start_matches('/'));
+            if dir.is_dir() {
+                return Ok(dir);
+            }
+            tried.push(dir);
+        }
+    }
+    Err(DeviceError::CgroupNotFound(format!(
+        "no directory in {} holds the container (tried {:?}); is the hook registered at createRuntime or createContainer?",
+        mount.mount_point.display(),
+        tried
+    )))
+}
+
+/// Allows `devs` (read and write) for the container in every device-controlling hierarchy
+/// the host has. Returns a line per action for the log.
+pub fn allow_devices(
+    devs: &[DeviceNode],
+    loc: &CgroupLocator,
+    mounts: &[MountEntry],
+) -> Result<Vec<String>, DeviceError> {
+    let mut done = Vec::new();
+    if devs.is_empty() {
+        return Ok(done);
+    }
+    let v1 = mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "devices"));
+    if let Some(m) = v1 {
+        let dir = locate(loc, m, &|c| c.split(',').any(|x| x == "devices"))?;
+        let allow = dir.join("devices.allow");
+        for d in devs {
+            let rule = format!("{d} rw");
+            File::options()
+                .write(true)
+                .open(&allow)
+                .and_then(|mut f| f.write_all(rule.as_bytes()))
+                .map_err(|source| DeviceError::Allow {
+                    dev: d.to_string(),
+                    path: allow.clone(),
+                    source,
+                })?;
+            done.push(format!("cgroup v1: '{rule}' -> {}", allow.display()));
+        }
+    }
+    if let Some(m) = mounts.iter().find(|m| m.fs_type == "cgroup2") {
+        // The unified hierarchy filters devices only through attached BPF programs.
+        if let Ok(dir) = locate(loc, m, &|c| c.is_empty()) {
+            let n = bpf::allow_in_cgroup(&dir, devs)?;
+            if n > 0 {
+                done.push(format!(
+                    "cgroup v2: replaced {n} device program(s) of {} to allow {}",
+                    dir.display(),
+                    devs.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        } else if v1.is_none() {
+            locate(loc, m, &|c| c.is_empty())?;
+        }
+    }
+    Ok(done)
+}
+
+/// Raw BPF syscalls for cgroup v2 device programs.
+pub mod bpf {
+    use super::*;
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    pub const BPF_CGROUP_DEVICE: u32 = 6;
+    pub const BPF_F_ALLOW_MULTI: u32 = 2;
+    const BPF_F_REPLACE: u32 = 4;
+    const ATTR_SIZE: usize = 128;
+    /// Most instructions accepted from an existing program.
+    const MAX_INSNS: u32 = 1 << 16;
+
+    /// One eBPF instruction (8 bytes).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Insn {
+        pub code: u8,
+        pub regs: u8,
+        pub off: i16,
+        pub imm: i32,
+    }
+
+    impl Insn {
+        const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+            Insn {
+                code,
+                regs: (src << 4) | (dst & 0xf),
+                off,
+                imm,
+            }
+        }
+        fn to_bytes(self) -> [u8; 8] {
+            let mut b = [0u8; 8];
+            b[0] = self.code;
+            b[1] = self.regs;
+            b[2..4].copy_from_slice(&self.off.to_le_bytes());
+            b[4..8].copy_from_slice(&self.imm.to_le_bytes());
+            b
+        }
+        fn from_bytes(b: &[u8]) -> Insn {
+            Insn {
+                code: b[0],
+                regs: b[1],
+                off: i16::from_le_bytes([b[2], b[3]]),
+                imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            }
+        }
+    }
+
+    // Opcodes.
+    const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    const ALU64_AND_K: u8 = 0x57;
+    const ALU64_RSH_K: u8 = 0x77;
+    const JNE_K: u8 = 0x55;
+    const JA: u8 = 0x05;
+    const MOV64_K: u8 = 0xb7;
+    const EXIT: u8 = 0x95;
+
+    /// Instructions that return 1 (allow) for read/write access to `devs` and fall
+    /// through otherwise. Registers r2-r5 are scratch; r1 (the context) is preserved.
+    pub fn allow_prefix(devs: &[DeviceNode]) -> Vec<Insn> {
+        let mut p = vec![
+            Insn::new(LDX_W, 2, 1, 0, 0),            // r2 = ctx->access_type
+            Insn::new(LDX_W, 5, 1, 0, 0),            // r5 = ctx->access_type
+            Insn::new(ALU64_AND_K, 2, 0, 0, 0xffff), // r2 = type
+            Insn::new(ALU64_RSH_K, 5, 0, 0, 16),     // r5 = access
+            Insn::new(ALU64_AND_K, 5, 0, 0, 1),      // r5 = access & MKNOD
+            Insn::new(LDX_W, 3, 1, 0, 4),            // r3 = major
+            Insn::new(LDX_W, 4, 1, 0, 8),            // r4 = minor
+        ];
+        let n = devs.len() as i16;
+        // After the per-device blocks: `ja +2` over the allow block.
+        for (i, d) in devs.iter().enumerate() {
+            let ty = match d.dev_type {
+                DevType::Block => 1,
+                DevType::Char => 2,
+            };
+            let remaining = (n - 1 - i as i16) * 5; // instructions of later blocks
+            p.push(Insn::new(JNE_K, 5, 0, 4, 0)); // mknod requested: not ours
+            p.push(Insn::new(JNE_K, 2, 0, 3, ty));
+            p.push(Insn::new(JNE_K, 3, 0, 2, d.major as i32));
+            p.push(Insn::new(JNE_K, 4, 0, 1, d.minor as i32));
+            p.push(Insn::new(JA, 0, 0, remaining + 1, 0)); // -> allow block
+        }
+        p.push(Insn::new(JA, 0, 0, 2, 0));
+        p.push(Insn::new(MOV64_K, 0, 0, 0, 1));
+        p.push(Insn::new(EXIT, 0, 0, 0, 0));
+        p
+    }
+
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> std::io::Result<i64> {
+        // SAFETY: the bpf syscall reads/writes at most ATTR_SIZE bytes of our zero-padded
+        // buffer; pointers stored in it reference live buffers owned by the caller.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE) };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    fn put32(a: &mut [u8; ATTR_SIZE], off: usize, v: u32) {
+        a[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put64(a: &mut [u8; ATTR_SIZE], off: usize, v: u64) {
+        a[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn owned(fd: i64) -> OwnedFd {
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    }
+
+    /// Programs attached to the cgroup directory: (ids, attach flags).
+    pub fn query(cgroup: &File) -> std::io::Result<(Vec<u32>, u32)> {
+        let mut ids = vec![0u32; 64];
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, cgroup.as_raw_fd() as u32);
+        put32(&mut a, 4, BPF_CGROUP_DEVICE);
+        put64(&mut a, 16, ids.as_mut_ptr() as u64);
+        put32(&mut a, 24, ids.len() as u32);
+        bpf(BPF_PROG_QUERY, &mut a)?;
+        let flags = u32::from_le_bytes([a[12], a[13], a[14], a[15]]);
+        let cnt = u32::from_le_bytes([a[24], a[25], a[26], a[27]]) as usize;
+        ids.truncate(cnt.min(64));
+        Ok((ids, flags))
+    }
+
+    fn prog_fd(id: u32) -> std::io::Result<OwnedFd> {
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, id);
+        Ok(owned(bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?))
+    }
+
+    fn prog_insns(fd: &OwnedFd) -> std::io::Result<Vec<Insn>> {
+        let mut info = [0u8; 40];
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, fd.as_raw_fd() as u32);
+        put32(&mut a, 4, info.len() as u32);
+        put64(&mut a, 8, info.as_mut_ptr() as u64);
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+        let len = u32::from_le_bytes([info[20], info[21], info[22], info[23]]);
+        if len == 0 || len % 8 != 0 || len / 8 > MAX_INSNS {
+            return Err(std::io::Error::other(format!(
+                "unexpected instruction length {len} of the existing program"
+            )));
+        }
+        let mut buf = vec![0u8; len as usize];
+        let mut info = [0u8; 40];
+        info[20..24].copy_from_slice(&len.to_le_bytes());
+        info[32..40].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, fd.as_raw_fd() as u32);
+        put32(&mut a, 4, info.len() as u32);
+        put64(&mut a, 8, info.as_mut_ptr() as u64);
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+        Ok(buf.chunks_exact(8).map(Insn::from_bytes).collect())
+    }
+
+    /// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program.
+    pub fn load(insns: &[Insn]) -> Result<OwnedFd, String> {
+        let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
+        let license = c"Apache";
+        let mut log = vec![0u8; 16 * 1024];
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, BPF_PROG_TYPE_CGROUP_DEVICE);
+        put32(&mut a, 4, insns.len() as u32);
+        put64(&mut a, 8, bytes.as_ptr() as u64);
+        put64(&mut a, 16, license.as_ptr() as u64);
+        put32(&mut a, 24, 1);
+        put32(&mut a, 28, log.len() as u32);
+        put64(&mut a, 32, log.as_mut_ptr() as u64);
+        a[48..58].copy_from_slice(b"hpc_hooks\0");
+        put32(&mut a, 68, BPF_CGROUP_DEVICE);
+        match bpf(BPF_PROG_LOAD, &mut a) {
+            Ok(fd) => Ok(owned(fd)),
+            Err(e) => {
+                let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+                Err(format!(
+                    "the kernel refused the program ({e}): {}",
+                    String::from_utf8_lossy(&log[..end]).trim()
+                ))
+            }
+        }
+    }
+
+    /// Attaches `prog` to `cgroup`, replacing `old` when given (multi mode).
+    pub fn attach(
+        cgroup: &File,
+        prog: &OwnedFd,
+        flags: u32,
+        old: Option<&OwnedFd>,
+    ) -> std::io::Result<()> {
+        let mut a = [0u8; ATTR_SIZE];
+        put32(&mut a, 0, cgroup.as_raw_fd() as u32);
+        put32(&mut a, 4, prog.as_raw_fd() as u32);
+        put32(&mut a, 8, BPF_CGROUP_DEVICE);
+        let mut f = flags;
+        if let Some(old) = old {
+            f |= BPF_F_REPLACE;
+            put32(&mut a, 16, old.as_raw_fd() as u32);
+        }
+        put32(&mut a, 12, f);
+        bpf(BPF_PROG_ATTACH, &mut a).map(|_| ())
+    }
+
+    /// Replaces every device program attached to the cgroup directory `dir` with one that
+    /// allows `devs` first. Returns how many programs were replaced (0: no filter, all allowed).
+    pub fn allow_in_cgroup(dir: &Path, devs: &[DeviceNode]) -> Result<usize, DeviceError> {
+        let berr = |what: &'static str, source: std::io::Error| DeviceError::Bpf {
+            path: dir.to_owned(),
+            what,
+            source,
+        };
+        let cg = File::open(dir).map_err(|e| berr("open the cgroup directory", e))?;
+        let (ids, flags) = query(&cg).map_err(|e| berr("query attached programs", e))?;
+        let prefix = allow_prefix(devs);
+        for id in &ids {
+            let old = prog_fd(*id).map_err(|e| berr("open the attached program", e))?;
+            let insns = prog_insns(&old).map_err(|e| berr("read the attached program", e))?;
+            let mut all = prefix.clone();
+            all.extend(insns);
+            let new = load(&all).map_err(|message| DeviceError::BpfProgram {
+                path: dir.to_owned(),
+                message,
+            })?;
+            if flags & BPF_F_ALLOW_MULTI != 0 {
+                attach(&cg, &new, BPF_F_ALLOW_MULTI, Some(&old))
+            } else {
+                attach(&cg, &new, flags, None)
+            }
+            .map_err(|e| berr("attach the new program", e))?;
+        }
+        Ok(ids.len())
+    }
+}

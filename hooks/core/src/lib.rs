@@ -1,0 +1,23 @@
+//! Shared runtime of the hpc-hooks OCI hooks (`mpi-hook`, `glibc-hook`, `gpu-hook`).
+//!
+//! Pipeline: *discover* (state, config.json, ld.so.cache, ELF, glibc) -> *plan* (an
+//! [`inject::Plan`]) -> *apply* (mounts through file descriptors inside the rootfs).
+
+pub mod abi;
+pub mod config;
+pub mod context;
+pub mod devices;
+pub mod elf;
+pub mod glibc;
+pub mod glibc_plan;
+pub mod hostlib;
+pub mod inject;
+pub mod ldcache;
+pub mod ldcache_write;
+pub mod logging;
+pub mod mount;
+pub mod mountinfo;
+pub mod mpi;
+pub mod ns;
+pub mod rootfs;
+pub mod state;

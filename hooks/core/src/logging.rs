@@ -1,0 +1,101 @@
+//! Logging for the hooks: tracing to stderr (runc shows it when a hook fails) and,
+//! optionally, appended to a log file (crun and podman discard hook output).
+//!
+//! The level comes from `HPC_HOOKS_LOG_LEVEL` (the hooks.d env) and may be overridden
+//! per container by the `com.hooks.logging.level` annotation (Sarus numbers 0-4 or names).
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+pub const LEVEL_ENV: &str = "HPC_HOOKS_LOG_LEVEL";
+pub const FILE_ENV: &str = "HPC_HOOKS_LOG_FILE";
+pub const LEVEL_ANNOTATION: &str = "com.hooks.logging.level";
+
+/// Parses `error|warn|info|debug|trace` or Sarus's numbers (0 debug, 1 info, 2 warn, 3 error, 4 off).
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "0" | "debug" => LevelFilter::DEBUG,
+        "1" | "info" => LevelFilter::INFO,
+        "2" | "warn" | "warning" => LevelFilter::WARN,
+        "3" | "error" => LevelFilter::ERROR,
+        "4" | "off" => LevelFilter::OFF,
+        "trace" => LevelFilter::TRACE,
+        _ => return None,
+    })
+}
+
+/// Effective level: annotation, else env, else `warn`.
+pub fn effective_level(env: Option<&str>, annotations: &HashMap<String, String>) -> LevelFilter {
+    annotations
+        .get(LEVEL_ANNOTATION)
+        .and_then(|v| parse_level(v))
+        .or_else(|| env.and_then(parse_level))
+        .unwrap_or(LevelFilter::WARN)
+}
+
+/// Installs the global subscriber: stderr always, the file from `HPC_HOOKS_LOG_FILE` when set.
+/// A log file that cannot be opened is reported on stderr and otherwise ignored.
+pub fn init(hook: &'static str, level: LevelFilter, file: Option<PathBuf>) {
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_filter(level);
+    let mut file_error = None;
+    let file_layer = file.and_then(|path| {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&path)
+        {
+            Ok(f) => Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(f))
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_filter(level),
+            ),
+            Err(e) => {
+                file_error = Some(format!(
+                    "{hook}: cannot open log file {}: {e}",
+                    path.display()
+                ));
+                None
+            }
+        }
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init();
+    if let Some(msg) = file_error {
+        tracing::warn!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("0"), Some(LevelFilter::DEBUG));
+        assert_eq!(parse_level("WARN"), Some(LevelFilter::WARN));
+        assert_eq!(parse_level("x"), None);
+        let ann = HashMap::from([(LEVEL_ANNOTATION.to_string(), "debug".to_string())]);
+        assert_eq!(effective_level(Some("error"), &ann), LevelFilter::DEBUG);
+        assert_eq!(
+            effective_level(Some("error"), &HashMap::new()),
+            LevelFilter::ERROR
+        );
+        assert_eq!(effective_level(None, &HashMap::new()), LevelFilter::WARN);
+    }
+}

@@ -1,0 +1,314 @@
+//! Mounting through file descriptors: host files are bind-mounted onto targets already
+//! resolved inside the rootfs, so no path string is re-resolved between check and mount.
+//!
+//! Uses the new mount API (open_tree, mount_setattr, move_mount; Linux >= 5.12) and falls
+//! back to bind + remount through `/proc/self/fd` on older kernels.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::mount::MsFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot {op} for {what}: {source}")]
+    Sys {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Per-mount flags applied to a bind mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindFlags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl BindFlags {
+    /// Libraries, binaries, config files: `ro,nosuid,nodev`.
+    pub const FILE_RO: BindFlags = BindFlags {
+        read_only: true,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+    /// Device nodes: usable (`dev`), writable, `nosuid,noexec`.
+    pub const DEVICE: BindFlags = BindFlags {
+        read_only: false,
+        nosuid: true,
+        nodev: false,
+        noexec: true,
+    };
+
+    fn attr(self) -> u64 {
+        let mut a = 0;
+        if self.read_only {
+            a |= MOUNT_ATTR_RDONLY;
+        }
+        if self.nosuid {
+            a |= MOUNT_ATTR_NOSUID;
+        }
+        if self.nodev {
+            a |= MOUNT_ATTR_NODEV;
+        }
+        if self.noexec {
+            a |= MOUNT_ATTR_NOEXEC;
+        }
+        a
+    }
+
+    fn ms_flags(self) -> MsFlags {
+        let mut f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+        if self.read_only {
+            f |= MsFlags::MS_RDONLY;
+        }
+        if self.nosuid {
+            f |= MsFlags::MS_NOSUID;
+        }
+        if self.nodev {
+            f |= MsFlags::MS_NODEV;
+        }
+        if self.noexec {
+            f |= MsFlags::MS_NOEXEC;
+        }
+        f
+    }
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn sys_err(op: &'static str, what: &str) -> MountError {
+    MountError::Sys {
+        op,
+        what: what.to_string(),
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Bind-mounts `source` (an fd on a host file or directory) onto `target` (an O_PATH fd
+/// on the mount point inside the rootfs) with `flags`. `what` names the mount in errors.
+/// `reresolve` returns a fresh handle on the target path; it is needed only by the
+/// fallback for kernels without the new mount API.
+pub fn bind(
+    source: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    flags: BindFlags,
+    what: &str,
+    reresolve: &dyn Fn() -> Option<OwnedFd>,
+) -> Result<(), MountError> {
+    let empty = c"";
+    // SAFETY: open_tree with a valid fd, an empty NUL-terminated path and documented flags;
+    // the returned value is checked before use and then owned.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_EMPTY_PATH,
+        )
+    };
+    if tree < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return bind_classic(source, target, flags, what, reresolve);
+        }
+        return Err(MountError::Sys {
+            op: "clone the host mount (open_tree)",
+            what: what.to_string(),
+            source: err,
+        });
+    }
+    // SAFETY: `tree` is a new file descriptor returned by the kernel and owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: flags.attr(),
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on our own detached mount fd with a properly sized struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return bind_classic(source, target, flags, what, reresolve);
+        }
+        return Err(MountError::Sys {
+            op: "set mount flags (mount_setattr)",
+            what: what.to_string(),
+            source: err,
+        });
+    }
+    // SAFETY: move_mount between two valid fds with empty paths, as documented.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(sys_err("attach the mount (move_mount)", what));
+    }
+    Ok(())
+}
+
+fn bind_classic(
+    source: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    flags: BindFlags,
+    what: &str,
+    reresolve: &dyn Fn() -> Option<OwnedFd>,
+) -> Result<(), MountError> {
+    let src = fd_path(source);
+    let dst = fd_path(target);
+    nix::mount::mount(
+        Some(src.as_str()),
+        dst.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| MountError::Sys {
+        op: "bind-mount",
+        what: what.to_string(),
+        source: e.into(),
+    })?;
+    let fresh = reresolve().ok_or_else(|| MountError::Sys {
+        op: "re-open the new mount",
+        what: what.to_string(),
+        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+    })?;
+    remount(fresh.as_fd(), flags, what)
+}
+
+/// Changes the flags of the mount whose root `mount_root` refers to.
+pub fn remount(mount_root: BorrowedFd<'_>, flags: BindFlags, what: &str) -> Result<(), MountError> {
+    let attr = MountAttr {
+        attr_set: flags.attr(),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr with a valid fd, empty path and a properly sized struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount_root.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(MountError::Sys {
+            op: "set mount flags (mount_setattr)",
+            what: what.to_string(),
+            source: err,
+        });
+    }
+    let p = fd_path(mount_root);
+    nix::mount::mount(
+        None::<&str>,
+        p.as_str(),
+        None::<&str>,
+        flags.ms_flags(),
+        None::<&str>,
+    )
+    .map_err(|e| MountError::Sys {
+        op: "remount",
+        what: what.to_string(),
+        source: e.into(),
+    })
+}
+
+/// Mounts a fresh tmpfs (`nosuid,nodev`, mode 0755, size-limited) on the directory `target`.
+pub fn mount_tmpfs(target: BorrowedFd<'_>, size: &str, what: &str) -> Result<(), MountError> {
+    let dst = fd_path(target);
+    let data = format!("mode=0755,size={size}");
+    nix::mount::mount(
+        Some("tmpfs"),
+        dst.as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| MountError::Sys {
+        op: "mount a tmpfs",
+        what: what.to_string(),
+        source: e.into(),
+    })
+}
+
+/// Detaches the mount at `target` (lazy unmount).
+pub fn unmount(target: BorrowedFd<'_>, what: &str) -> Result<(), MountError> {
+    let p = CString::new(fd_path(target)).map_err(|_| MountError::Sys {
+        op: "unmount",
+        what: what.to_string(),
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    })?;
+    // SAFETY: umount2 on a NUL-terminated path we built.
+    let rc = unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+    if rc < 0 {
+        return Err(sys_err("unmount", what));
+    }
+    Ok(())
+}
+
+/// `statfs` magic of the filesystem `fd` lives on.
+pub fn fs_magic(fd: BorrowedFd<'_>) -> std::io::Result<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes into a properly sized, zero-initialised struct.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs succeeded and initialised the struct.
+    #[allow(clippy::unnecessary_cast)]
+    let t = unsafe { st.assume_init() }.f_type as i64;
+    Ok(t)
+}
+
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;

@@ -1,0 +1,281 @@
+//! mpi-hook's planning: Sarus's configuration contract (`MPI_LIBS`, `MPI_DEPENDENCY_LIBS`,
+//! `BIND_MOUNTS`, `MPI_COMPATIBILITY_TYPE`), matching host libraries with the container's
+//! ld.so.cache entries of the same linker name and architecture, and the ABI rules.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::abi::{self, CompatType, Verdict};
+use crate::context::HookCtx;
+use crate::devices::{self, DeviceNode};
+use crate::elf;
+use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
+use crate::inject::{AddLib, BindKind, HostBind, Plan, Replace};
+use crate::ldcache::LdCache;
+use crate::ldcache_write::cache_flags_for;
+
+pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MpiError {
+    #[error("MPI_LIBS is empty: set it in the hook's hooks.d env (or --mpi-libs) to the host MPI libraries, e.g. MPI_LIBS=/usr/lib/x86_64-linux-gnu/libmpich.so.12")]
+    NoMpiLibs,
+    #[error("the image has no usable /etc/ld.so.cache ({0}); the hook finds the image's MPI through it: add `RUN ldconfig` at the end of the image build")]
+    NoCache(String),
+    #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build")]
+    NoContainerMpi { names: String, arch: String },
+    #[error("host MPI library {host} (version {hv}) is not ABI-compatible with the image's {container} (version {cv}): {why}. Use an image built with an MPI of the host's ABI, or change MPI_COMPATIBILITY_TYPE (now {ty})")]
+    Incompatible {
+        host: PathBuf,
+        hv: String,
+        container: PathBuf,
+        cv: String,
+        why: String,
+        ty: CompatType,
+    },
+    #[error("BIND_MOUNTS entry {path}: {message}")]
+    BindMount { path: PathBuf, message: String },
+    #[error("host library {path} has no loader-cache architecture (ELF class {class:?}, machine {machine}); it cannot be injected")]
+    UnknownArch {
+        path: PathBuf,
+        class: elf::ElfClass,
+        machine: String,
+    },
+    #[error(transparent)]
+    HostLib(#[from] hostlib::HostLibError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
+}
+
+/// mpi-hook configuration (Sarus names).
+#[derive(Debug, Clone, Default)]
+pub struct MpiConfig {
+    pub mpi_libs: Vec<PathBuf>,
+    pub dependency_libs: Vec<PathBuf>,
+    pub bind_mounts: Vec<PathBuf>,
+    pub compat: CompatType,
+}
+
+/// A container library that may be replaced.
+#[derive(Debug, Clone)]
+pub struct ContainerLib {
+    /// Path of the cache entry.
+    pub path: PathBuf,
+    /// Real file inside the rootfs.
+    pub real: PathBuf,
+    pub version: Vec<u32>,
+}
+
+/// Container libraries with the host library's linker name and architecture.
+pub fn container_counterparts(
+    ctx: &HookCtx,
+    cache: &LdCache,
+    host: &HostLib,
+) -> Result<Vec<ContainerLib>, MpiError> {
+    let mut out: Vec<ContainerLib> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for e in &cache.entries {
+        if e.hwcap != 0 || !e.arch().matches_elf(host.facts.class, host.facts.machine) {
+            continue;
+        }
+        let Some(n) = abi::parse_lib_name(&e.soname) else {
+            continue;
+        };
+        if n.linker_name != host.linker_name {
+            continue;
+        }
+        let path = PathBuf::from(&e.path);
+        let chain = match ctx.rootfs.link_chain(&path) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!("ignoring the image's cache entry {}: {err}", e.path);
+                continue;
+            }
+        };
+        let Ok(real) = ctx.rootfs.real_path(&path) else {
+            tracing::warn!(
+                "ignoring the image's cache entry {}: it does not resolve inside the rootfs",
+                e.path
+            );
+            continue;
+        };
+        if !seen.insert(real.clone()) {
+            continue;
+        }
+        // The cache can lie (stale or hostile): check the file's ELF identity.
+        let ok = ctx
+            .rootfs
+            .open_read(&real)
+            .ok()
+            .and_then(|f| elf::read_file(&f, MAX_ELF_BYTES).ok())
+            .is_some_and(|f| f.class == host.facts.class && f.machine == host.facts.machine);
+        if !ok {
+            tracing::warn!(
+                "ignoring the image's {} ({}): not a {} ELF object of the host library's class",
+                e.path,
+                real.display(),
+                elf::machine_name(host.facts.machine)
+            );
+            continue;
+        }
+        let mut names: Vec<String> = vec![e.soname.clone()];
+        names.extend(
+            chain
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
+        let version = abi::version_from_chain(names.iter().map(String::as_str));
+        out.push(ContainerLib {
+            path,
+            real,
+            version,
+        });
+    }
+    Ok(out)
+}
+
+fn add_lib(host: &HostLib) -> Result<AddLib, MpiError> {
+    let flags = cache_flags_for(host.facts.class, host.facts.machine).ok_or_else(|| {
+        MpiError::UnknownArch {
+            path: host.path.clone(),
+            class: host.facts.class,
+            machine: elf::machine_name(host.facts.machine).into(),
+        }
+    })?;
+    Ok(AddLib {
+        host: host.real.clone(),
+        soname: host.soname(),
+        cache_flags: flags,
+    })
+}
+
+/// Plans the MPI injection. Returns the plan and every host library it injects (for
+/// the glibc decision).
+pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), MpiError> {
+    if cfg.mpi_libs.is_empty() {
+        return Err(MpiError::NoMpiLibs);
+    }
+    let cache = crate::inject::read_container_cache(&ctx.rootfs)
+        .map_err(|e| MpiError::NoCache(e.to_string()))?;
+    let mut plan = Plan::default();
+    let mut injected = Vec::new();
+    let mut any_counterpart = false;
+    let mut mpi_names = Vec::new();
+    let mut pending_add = Vec::new();
+    for p in &cfg.mpi_libs {
+        let host = hostlib::inspect(p)?;
+        mpi_names.push(host.linker_name.clone());
+        let cands = container_counterparts(ctx, &cache, &host)?;
+        if cands.is_empty() {
+            pending_add.push(host);
+            continue;
+        }
+        any_counterpart = true;
+        for c in cands {
+            match abi::check(&host.version, &c.version, cfg.compat) {
+                Verdict::Compatible => {}
+                Verdict::CompatibleWithWarning(w) | Verdict::Beside(w) => tracing::warn!(
+                    "{} over the image's {}: {w}",
+                    host.path.display(),
+                    c.real.display()
+                ),
+                Verdict::Incompatible(why) => {
+                    return Err(MpiError::Incompatible {
+                        host: host.real.clone(),
+                        hv: abi::version_string(&host.version),
+                        container: c.real.clone(),
+                        cv: abi::version_string(&c.version),
+                        why,
+                        ty: cfg.compat,
+                    })
+                }
+            }
+            plan.replace.push(Replace {
+                host: host.real.clone(),
+                container: c.real,
+            });
+        }
+        injected.push(host);
+    }
+    if !any_counterpart {
+        let arch = pending_add
+            .first()
+            .map(|h| elf::machine_name(h.facts.machine))
+            .unwrap_or("?");
+        return Err(MpiError::NoContainerMpi {
+            names: mpi_names.join(", "),
+            arch: arch.into(),
+        });
+    }
+    for host in pending_add {
+        plan.add.push(add_lib(&host)?);
+        injected.push(host);
+    }
+    for p in &cfg.dependency_libs {
+        let host = hostlib::inspect(p)?;
+        let cands = container_counterparts(ctx, &cache, &host)?;
+        let mut replaced = false;
+        for c in &cands {
+            match abi::check(&host.version, &c.version, CompatType::Dependencies) {
+                Verdict::Compatible | Verdict::CompatibleWithWarning(_) => {
+                    plan.replace.push(Replace {
+                        host: host.real.clone(),
+                        container: c.real.clone(),
+                    });
+                    replaced = true;
+                }
+                Verdict::Beside(why) | Verdict::Incompatible(why) => tracing::info!(
+                    "dependency {} kept beside the image's {}: {why}",
+                    host.path.display(),
+                    c.real.display()
+                ),
+            }
+        }
+        if !replaced {
+            plan.add.push(add_lib(&host)?);
+        }
+        injected.push(host);
+    }
+    for p in &cfg.bind_mounts {
+        plan.binds.push(host_bind(p)?);
+    }
+    Ok((plan, injected))
+}
+
+/// Classifies a `BIND_MOUNTS` entry.
+pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
+    let err = |m: String| MpiError::BindMount {
+        path: path.to_owned(),
+        message: m,
+    };
+    if !path.is_absolute() {
+        return Err(err("must be an absolute host path".into()));
+    }
+    let md = std::fs::metadata(path)
+        .map_err(|e| err(format!("{e}; fix BIND_MOUNTS in the hook's hooks.d env")))?;
+    let kind = if let Some(d) = devices::host_device(path)? {
+        BindKind::Device(d)
+    } else if md.is_dir() {
+        let mut devs: Vec<DeviceNode> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(path) {
+            for e in rd.flatten().take(4096) {
+                if let Ok(Some(d)) = devices::host_device(&e.path()) {
+                    devs.push(d);
+                }
+            }
+        }
+        BindKind::Dir { devices: devs }
+    } else if md.is_file() {
+        BindKind::File
+    } else {
+        return Err(err(
+            "is neither a file, a directory nor a device node".into()
+        ));
+    };
+    Ok(HostBind {
+        host: path.to_owned(),
+        kind,
+    })
+}

@@ -1,0 +1,257 @@
+//! The container's root filesystem as a handle: every path is resolved inside it with
+//! openat2(RESOLVE_IN_ROOT) through `pathrs`, so image symlinks can never lead the hook
+//! out of the rootfs. Paths given here are container paths (`/usr/lib/...`).
+
+use std::fs::{File, Permissions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use pathrs::error::ErrorKind;
+use pathrs::flags::OpenFlags;
+use pathrs::{Handle, InodeType, Root};
+
+/// Longest symlink chain followed when collecting names (the kernel allows 40).
+pub const MAX_LINK_CHAIN: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot open the container rootfs {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("container path {path} (in rootfs {rootfs}): {message}")]
+    Path {
+        rootfs: PathBuf,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("container file {path} (in rootfs {rootfs}) is larger than {max} bytes")]
+    TooLarge {
+        rootfs: PathBuf,
+        path: PathBuf,
+        max: u64,
+    },
+}
+
+/// Handle on a container rootfs.
+pub struct Rootfs {
+    root: Root,
+    host_path: PathBuf,
+}
+
+impl std::fmt::Debug for Rootfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rootfs({})", self.host_path.display())
+    }
+}
+
+impl Rootfs {
+    pub fn open(host_path: &Path) -> Result<Self, RootfsError> {
+        let root = Root::open(host_path).map_err(|e| RootfsError::Open {
+            path: host_path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Rootfs {
+            root,
+            host_path: host_path.to_owned(),
+        })
+    }
+
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+
+    fn err(&self, path: &Path, message: impl std::fmt::Display) -> RootfsError {
+        RootfsError::Path {
+            rootfs: self.host_path.clone(),
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// O_PATH handle of `path`, following symlinks inside the root.
+    pub fn resolve(&self, path: &Path) -> Result<Handle, RootfsError> {
+        self.root.resolve(path).map_err(|e| self.err(path, e))
+    }
+
+    /// Like [`Self::resolve`] but `None` when the path does not exist.
+    pub fn try_resolve(&self, path: &Path) -> Result<Option<Handle>, RootfsError> {
+        match self.root.resolve(path) {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
+    /// Opens `path` read-only (symlinks followed in-root, O_NOCTTY, never blocking on FIFOs).
+    pub fn open_read(&self, path: &Path) -> Result<File, RootfsError> {
+        let f = self
+            .root
+            .open_subpath(
+                path,
+                OpenFlags::O_RDONLY | OpenFlags::O_NOCTTY | OpenFlags::O_NONBLOCK,
+            )
+            .map_err(|e| self.err(path, e))?;
+        let md = f.metadata().map_err(|e| self.err(path, e))?;
+        if !md.is_file() {
+            return Err(self.err(path, "not a regular file"));
+        }
+        Ok(f)
+    }
+
+    /// Reads a regular file of at most `max` bytes.
+    pub fn read_file(&self, path: &Path, max: u64) -> Result<Vec<u8>, RootfsError> {
+        let f = self.open_read(path)?;
+        let mut buf = Vec::new();
+        f.take(max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.err(path, e))?;
+        if buf.len() as u64 > max {
+            return Err(RootfsError::TooLarge {
+                rootfs: self.host_path.clone(),
+                path: path.to_owned(),
+                max,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// The in-root absolute path that `path` resolves to (symlinks followed inside the root).
+    pub fn real_path(&self, path: &Path) -> Result<PathBuf, RootfsError> {
+        let h = self.resolve(path)?;
+        self.handle_path(&h, path)
+    }
+
+    /// Container path of an already-resolved handle.
+    pub fn handle_path(&self, h: &Handle, what: &Path) -> Result<PathBuf, RootfsError> {
+        let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsFd::as_fd(h).as_raw_fd());
+        let host = std::fs::read_link(&fd_path).map_err(|e| self.err(what, e))?;
+        let root_real = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsFd::as_fd(&self.root).as_raw_fd()
+        ))
+        .map_err(|e| self.err(what, e))?;
+        match host.strip_prefix(&root_real) {
+            Ok(rel) => Ok(Path::new("/").join(rel)),
+            Err(_) => Err(self.err(
+                what,
+                format!("resolved outside the rootfs ({})", host.display()),
+            )),
+        }
+    }
+
+    /// The chain of names `path` goes through (the path itself, then each symlink target,
+    /// each made absolute in the container), ending at the real file. Bounded by
+    /// [`MAX_LINK_CHAIN`]; a loop is an error.
+    pub fn link_chain(&self, path: &Path) -> Result<Vec<PathBuf>, RootfsError> {
+        let mut chain = vec![normalize(path)];
+        loop {
+            let cur = chain.last().cloned().unwrap_or_default();
+            let h = self
+                .root
+                .resolve_nofollow(&cur)
+                .map_err(|e| self.err(&cur, e))?;
+            let md = stat_handle(&h).map_err(|e| self.err(&cur, e))?;
+            if !md.file_type().is_symlink() {
+                return Ok(chain);
+            }
+            if chain.len() > MAX_LINK_CHAIN {
+                return Err(self.err(path, "too many levels of symbolic links"));
+            }
+            let target = self.root.readlink(&cur).map_err(|e| self.err(&cur, e))?;
+            let next = if target.is_absolute() {
+                normalize(&target)
+            } else {
+                normalize(&cur.parent().unwrap_or(Path::new("/")).join(target))
+            };
+            chain.push(next);
+        }
+    }
+
+    /// `mkdir -p` inside the root (mode 0755 for created components).
+    pub fn mkdir_all(&self, path: &Path) -> Result<Handle, RootfsError> {
+        self.root
+            .mkdir_all(path, &Permissions::from_mode(0o755))
+            .map_err(|e| self.err(path, e))
+    }
+
+    /// Makes sure an (empty) regular file exists at `path` to serve as a mount point and
+    /// returns its handle. Existing regular files are reused; anything else is an error.
+    pub fn ensure_file(&self, path: &Path) -> Result<Handle, RootfsError> {
+        if let Some(h) = self.try_resolve(path)? {
+            let md = stat_handle(&h).map_err(|e| self.err(path, e))?;
+            if md.is_file() {
+                return Ok(h);
+            }
+            return Err(self.err(path, "exists and is not a regular file"));
+        }
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent)?;
+        }
+        match self.root.create_file(
+            path,
+            OpenFlags::O_WRONLY | OpenFlags::O_CREAT | OpenFlags::O_EXCL,
+            &Permissions::from_mode(0o644),
+        ) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::OsError(Some(libc::EEXIST)) => {}
+            Err(e) => return Err(self.err(path, e)),
+        }
+        self.resolve(path)
+    }
+
+    /// Creates a symlink `path -> target` inside the root (no-op when an identical one exists).
+    pub fn symlink(&self, path: &Path, target: &Path) -> Result<(), RootfsError> {
+        if let Ok(existing) = self.root.readlink(path) {
+            if existing == target {
+                return Ok(());
+            }
+            self.root.remove_file(path).map_err(|e| self.err(path, e))?;
+        }
+        self.root
+            .create(path, &InodeType::Symlink(target.to_owned()))
+            .map_err(|e| self.err(path, e))
+    }
+
+    /// Writes a new file inside the root (must not exist).
+    pub fn write_new_file(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), RootfsError> {
+        use std::io::Write;
+        let mut f = self
+            .root
+            .create_file(
+                path,
+                OpenFlags::O_WRONLY | OpenFlags::O_CREAT | OpenFlags::O_TRUNC,
+                &Permissions::from_mode(mode),
+            )
+            .map_err(|e| self.err(path, e))?;
+        f.write_all(bytes).map_err(|e| self.err(path, e))
+    }
+}
+
+fn is_not_found(e: &pathrs::error::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::OsError(Some(libc::ENOENT)) | ErrorKind::OsError(Some(libc::ENOTDIR))
+    )
+}
+
+/// `fstat` of a handle (works on O_PATH descriptors; does not follow a final symlink).
+pub fn stat_handle(h: &Handle) -> std::io::Result<std::fs::Metadata> {
+    use std::os::fd::AsFd;
+    File::from(h.as_fd().try_clone_to_owned()?).metadata()
+}
+
+/// Lexical normalisation of an absolute container path (`..` cannot climb above `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
