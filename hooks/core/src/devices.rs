@@ -277,8 +277,8 @@ pub mod bpf {
             Insn::new(ALU64_AND_K, 2, 0, 0, 0xffff), // r2 = type
             Insn::new(ALU64_RSH_K, 5, 0, 0, 16),     // r5 = access
             Insn::new(ALU64_AND_K, 5, 0, 0, 1),      // r5 = access & MKNOD
-            Insn::new(LDX_W, 3, 1, 0, 4),            // r3 = major
-            Insn::new(LDX_W, 4, 1, 0, 8),            // r4 = minor
+            Insn::new(LDX_W, 3, 1, 4, 0),            // r3 = major
+            Insn::new(LDX_W, 4, 1, 8, 0),            // r4 = minor
         ];
         let n = devs.len() as i16;
         // After the per-device blocks: `ja +2` over the allow block.

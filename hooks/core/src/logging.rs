@@ -13,6 +13,23 @@ use std::sync::Mutex;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::prelude::*;
 
+static INITIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] ran (before it, errors can only go to plain stderr).
+pub fn initialized() -> bool {
+    INITIALIZED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Reports a hook's final error once: through tracing (stderr and the log file) when
+/// logging is set up, else as a plain line on stderr.
+pub fn report_error(hook: &str, err: &dyn std::fmt::Display) {
+    if initialized() {
+        tracing::error!("{hook}: {err}");
+    } else {
+        eprintln!("{hook}: error: {err}");
+    }
+}
+
 pub const LEVEL_ENV: &str = "HPC_HOOKS_LOG_LEVEL";
 pub const FILE_ENV: &str = "HPC_HOOKS_LOG_FILE";
 pub const LEVEL_ANNOTATION: &str = "com.hooks.logging.level";
@@ -72,10 +89,14 @@ pub fn init(hook: &'static str, level: LevelFilter, file: Option<PathBuf>) {
             }
         }
     });
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        INITIALIZED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(msg) = file_error {
         tracing::warn!("{msg}");
     }

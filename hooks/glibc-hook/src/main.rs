@@ -39,8 +39,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("glibc-hook: error: {e:#}");
+            hooks_core::logging::report_error("glibc-hook", &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -81,8 +81,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mpi-hook: error: {e:#}");
+            hooks_core::logging::report_error("mpi-hook", &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
