@@ -171,12 +171,13 @@ fn musl_name(machine: u16) -> &'static str {
 }
 
 fn version_of(
-    bytes: &[u8],
+    libc: &std::fs::File,
     facts: &ElfFacts,
     real: &Path,
     cache: Option<&LdCache>,
 ) -> Option<GlibcVersion> {
-    glibc::version_from_banner(bytes)
+    elf::read_section(libc, ".rodata", MAX_LIBC_BYTES)
+        .and_then(|rodata| glibc::version_from_banner(&rodata))
         .or_else(|| {
             real.file_name()
                 .and_then(|n| glibc::version_from_file_name(&n.to_string_lossy()))
@@ -225,10 +226,10 @@ pub fn container_libc(
         elf::machine_name(machine)
     );
     for p in &candidates {
-        let Ok(bytes) = rootfs.read_file(p, MAX_LIBC_BYTES) else {
+        let Ok(f) = rootfs.open_read(p) else {
             continue;
         };
-        let Ok(facts) = elf::parse(&bytes) else {
+        let Ok(facts) = elf::read_file(&f, MAX_LIBC_BYTES) else {
             continue;
         };
         if facts.class != class || facts.machine != machine {
@@ -236,7 +237,7 @@ pub fn container_libc(
             continue;
         }
         let real = rootfs.real_path(p)?;
-        let version = version_of(&bytes, &facts, &real, cache)
+        let version = version_of(&f, &facts, &real, cache)
             .ok_or_else(|| GlibcError::UnknownVersion { path: p.clone() })?;
         return Ok(ContainerLibc::Glibc {
             version,
@@ -272,15 +273,38 @@ pub fn container_libc(
     Ok(ContainerLibc::NotFound)
 }
 
-/// The host glibc set: `GLIBC_LIBS` when configured, else every glibc library the host's
-/// ld.so.cache lists for the architecture.
+/// One file of the host glibc set.
+#[derive(Debug, Clone)]
+pub struct HostGlibcFile {
+    pub soname: String,
+    /// Real file (symlinks followed on the host).
+    pub real: PathBuf,
+}
+
+/// The host glibc set: `GLIBC_LIBS` when configured (each file's soname read from its
+/// ELF), else every glibc soname the host's ld.so.cache lists for the architecture
+/// (no ELF parsing: the cache already names them). Also returns the host libc.so.6.
 pub fn host_glibc_libs(
     configured: Option<&[PathBuf]>,
     class: ElfClass,
     machine: u16,
-) -> Result<Vec<HostLib>, GlibcError> {
-    let paths: Vec<PathBuf> = match configured {
-        Some(list) => list.to_vec(),
+) -> Result<(Vec<HostGlibcFile>, HostLib), GlibcError> {
+    let mut files = Vec::new();
+    let mut libc_path = None;
+    match configured {
+        Some(list) => {
+            for p in list {
+                let l = hostlib::inspect(p)?;
+                let soname = l.soname();
+                if soname == "libc.so.6" {
+                    libc_path = Some(p.clone());
+                }
+                files.push(HostGlibcFile {
+                    soname,
+                    real: l.real,
+                });
+            }
+        }
         None => {
             let f = std::fs::File::open("/etc/ld.so.cache").map_err(|e| {
                 GlibcError::Host(format!(
@@ -292,29 +316,30 @@ pub fn host_glibc_libs(
                     "the host /etc/ld.so.cache is unreadable: {e}; set GLIBC_LIBS"
                 ))
             })?;
-            let mut v = Vec::new();
             for s in glibc::GLIBC_SONAMES {
                 if let Some(e) = cache.lookup_elf(s, class, machine).find(|e| e.hwcap == 0) {
-                    v.push(PathBuf::from(&e.path));
+                    let Ok(real) = std::fs::canonicalize(&e.path) else {
+                        continue;
+                    };
+                    if *s == "libc.so.6" {
+                        libc_path = Some(PathBuf::from(&e.path));
+                    }
+                    files.push(HostGlibcFile {
+                        soname: s.to_string(),
+                        real,
+                    });
                 }
             }
-            v
         }
-    };
-    let mut libs = Vec::new();
-    for p in paths {
-        libs.push(hostlib::inspect(&p)?);
     }
-    if !libs
-        .iter()
-        .any(|l| l.facts.soname.as_deref() == Some("libc.so.6"))
-    {
+    let Some(libc_path) = libc_path else {
         return Err(GlibcError::Host(format!(
             "no host libc.so.6 for {} found; set GLIBC_LIBS to the host glibc files",
             elf::machine_name(machine)
         )));
-    }
-    Ok(libs)
+    };
+    let libc = hostlib::inspect(&libc_path)?;
+    Ok((files, libc))
 }
 
 /// Parses a `:`-separated list of paths (empty components ignored).
@@ -378,15 +403,10 @@ pub fn plan_glibc(
         ));
         return Ok((Plan::default(), log));
     }
-    let host = host_glibc_libs(configured_glibc, class, machine)?;
-    let host_libc = host
-        .iter()
-        .find(|l| l.facts.soname.as_deref() == Some("libc.so.6"));
-    let host_v = host_libc.and_then(|l| {
-        std::fs::read(&l.real)
-            .ok()
-            .and_then(|b| version_of(&b, &l.facts, &l.real, None))
-    });
+    let (host, host_libc) = host_glibc_libs(configured_glibc, class, machine)?;
+    let host_v = std::fs::File::open(&host_libc.real)
+        .ok()
+        .and_then(|f| version_of(&f, &host_libc.facts, &host_libc.real, None));
     if action == GlibcAction::Refuse {
         return Err(GlibcError::NeedsGlibcHook {
             need: need_v,
@@ -397,14 +417,14 @@ pub fn plan_glibc(
         });
     }
     let host_v = host_v.ok_or_else(|| GlibcError::UnknownVersion {
-        path: host_libc.map(|l| l.real.clone()).unwrap_or_default(),
+        path: host_libc.real.clone(),
     })?;
     if host_v < need_v {
         return Err(GlibcError::HostTooOld {
             need: need_v,
             by: need.by,
             host: host_v,
-            host_path: host_libc.map(|l| l.real.clone()).unwrap_or_default(),
+            host_path: host_libc.real.clone(),
         });
     }
     let mut plan = Plan::default();
@@ -416,7 +436,7 @@ pub fn plan_glibc(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     for lib in &host {
-        let soname = lib.soname();
+        let soname = lib.soname.clone();
         let mut targets: Vec<PathBuf> = Vec::new();
         if let Some(c) = &cache {
             for e in c

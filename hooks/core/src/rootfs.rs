@@ -37,6 +37,9 @@ pub enum RootfsError {
 pub struct Rootfs {
     root: Root,
     host_path: PathBuf,
+    /// Where the root handle really is (symlinks resolved), to map handles back to
+    /// container paths.
+    real_root: PathBuf,
 }
 
 impl std::fmt::Debug for Rootfs {
@@ -51,9 +54,18 @@ impl Rootfs {
             path: host_path.to_owned(),
             message: e.to_string(),
         })?;
+        let real_root = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsFd::as_fd(&root).as_raw_fd()
+        ))
+        .map_err(|e| RootfsError::Open {
+            path: host_path.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(Rootfs {
             root,
             host_path: host_path.to_owned(),
+            real_root,
         })
     }
 
@@ -126,12 +138,7 @@ impl Rootfs {
     pub fn handle_path(&self, h: &Handle, what: &Path) -> Result<PathBuf, RootfsError> {
         let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsFd::as_fd(h).as_raw_fd());
         let host = std::fs::read_link(&fd_path).map_err(|e| self.err(what, e))?;
-        let root_real = std::fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsFd::as_fd(&self.root).as_raw_fd()
-        ))
-        .map_err(|e| self.err(what, e))?;
-        match host.strip_prefix(&root_real) {
+        match host.strip_prefix(&self.real_root) {
             Ok(rel) => Ok(Path::new("/").join(rel)),
             Err(_) => Err(self.err(
                 what,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, as root, on a Debian 12 machine prepared as
+# .ci/run does (runc, crun, podman, debootstrap, mpich, gcc, busybox-static):
+#   1. builds everything once (release, all targets);
+#   2. builds or reuses the cached Debian 11 + MPICH 3.4.1 test rootfs;
+#   3. runs the unit and crate tests of every crate but the e2e suite;
+#   4. runs the end-to-end tests (tests/e2e) serially, against real runtimes;
+#   5. runs the benchmark (report only; HPC_HOOKS_SKIP_BENCH=1 skips it).
+# Exits non-zero if any step fails; later steps still run so one CI log shows all.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "run-all.sh: must run as root (the end-to-end tests start containers and mount overlays)" >&2
+  exit 1
+fi
+
+failed=()
+step() {
+  local name=$1; shift
+  echo
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  if "$@"; then
+    echo "=== $name: OK ($((SECONDS - t0)) s)"
+  else
+    echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+    failed+=("$name")
+  fi
+}
+
+step build cargo build --release --workspace --all-targets
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "run-all.sh: build failed, nothing else can run" >&2
+  exit 1
+fi
+export HPC_HOOKS_BIN_DIR=${HPC_HOOKS_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/release}
+
+step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
+step unit-tests cargo test --release --workspace --exclude e2e-tests --lib --bins --tests
+step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
+# One test at a time: the e2e tests share podman, the mount table and the kernel log
+# (each also takes a machine-wide flock, so this is belt and braces).
+step e2e-tests cargo test --release -p e2e-tests --test '*' -- --test-threads=1
+if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
+  step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"
+fi
+
+echo
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "run-all.sh: FAILED steps: ${failed[*]}"
+  exit 1
+fi
+echo "run-all.sh: all steps passed"
