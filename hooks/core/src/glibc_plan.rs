@@ -118,6 +118,14 @@ pub fn need_of_mounted(ctx: &HookCtx) -> Result<Need, GlibcError> {
         let Ok(rel) = m.mount_point.strip_prefix(&root) else {
             continue;
         };
+        // Host glibc files (bound by a glibc step) need nothing: skip them by name
+        // before opening anything. Others are judged by their ELF soname below.
+        if m.root
+            .file_name()
+            .is_some_and(|n| glibc::is_glibc_soname(&n.to_string_lossy()))
+        {
+            continue;
+        }
         let cpath = Path::new("/").join(rel);
         if !seen.insert(cpath.clone()) {
             continue;

@@ -105,12 +105,15 @@ pub fn container_counterparts(
             continue;
         }
         // The cache can lie (stale or hostile): check the file's ELF identity.
-        let ok = ctx
-            .rootfs
-            .open_read(&real)
-            .ok()
-            .and_then(|f| elf::read_file(&f, MAX_ELF_BYTES).ok())
-            .is_some_and(|f| f.class == host.facts.class && f.machine == host.facts.machine);
+        let file = match ctx.rootfs.open_read(&real) {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::warn!("ignoring the image's cache entry {}: {err}", e.path);
+                continue;
+            }
+        };
+        let ok = elf::read_file(&file, MAX_ELF_BYTES)
+            .is_ok_and(|f| f.class == host.facts.class && f.machine == host.facts.machine);
         if !ok {
             tracing::warn!(
                 "ignoring the image's {} ({}): not a {} ELF object of the host library's class",
@@ -157,8 +160,10 @@ pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), 
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
-    let cache = crate::inject::read_container_cache(&ctx.rootfs)
-        .map_err(|e| MpiError::NoCache(e.to_string()))?;
+    let cache = crate::inject::read_container_cache(&ctx.rootfs).map_err(|e| match e {
+        crate::inject::InjectError::BadCache(why) => MpiError::NoCache(why),
+        other => MpiError::NoCache(other.to_string()),
+    })?;
     let mut plan = Plan::default();
     let mut injected = Vec::new();
     let mut any_counterpart = false;
