@@ -4,13 +4,17 @@
 #   packaging/install.sh [--bin-dir DIR] [--libexec DIR] [--hooks-dir DIR]...
 #                        [--mpi-libs LIST] [--mpi-dependency-libs LIST] [--bind-mounts LIST]
 #                        [--compat major|full|strict|dependencies] [--log-level LEVEL]
-#                        [--log-file FILE] [--glibc-libs LIST] [--no-build]
+#                        [--log-file FILE] [--glibc-libs LIST] [--gpu auto|yes|no]
+#                        [--gpu-driver-root DIR] [--no-build]
 #
 # Defaults: binaries from target/release (built unless --no-build) into
 # /usr/libexec/hpc-hooks; hooks.d files into /usr/share/containers/oci/hooks.d (what
 # podman 4.3 reads) and /etc/containers/oci/hooks.d (newer engines); MPI_LIBS detected
 # from the host's ld.so.cache (libmpi.so.* / libmpich.so.*), MPI_DEPENDENCY_LIBS from the
-# MPI library's dependencies minus glibc. Every value can be given explicitly.
+# MPI library's dependencies minus glibc. gpu-hook and its hooks.d file (run for every
+# container, a no-op when nothing is requested) are installed with --gpu yes, or with
+# --gpu auto (default) when the node has an NVIDIA driver or /dev/kfd. Every value can
+# be given explicitly.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -24,6 +28,8 @@ compat=major
 log_level=warn
 log_file=/var/log/hpc-hooks.log
 glibc_libs=""
+gpu=auto
+gpu_driver_root=/
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,17 +43,25 @@ while [ $# -gt 0 ]; do
     --log-level) log_level=$2; shift 2 ;;
     --log-file) log_file=$2; shift 2 ;;
     --glibc-libs) glibc_libs=$2; shift 2 ;;
+    --gpu) gpu=$2; shift 2 ;;
+    --gpu-driver-root) gpu_driver_root=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ ${#hooks_dirs[@]} -gt 0 ] || hooks_dirs=(/usr/share/containers/oci/hooks.d /etc/containers/oci/hooks.d)
 
-if [ "$build" = 1 ]; then
-  (cd "$top" && cargo build --release -p mpi-hook -p glibc-hook)
+if [ "$gpu" = auto ]; then
+  if [ -e /proc/driver/nvidia/version ] || [ -e /dev/kfd ]; then gpu=yes; else gpu=no; fi
 fi
-for b in mpi-hook glibc-hook; do
+case "$gpu" in yes|no) ;; *) echo "install.sh: --gpu takes auto, yes or no" >&2; exit 2 ;; esac
+bins=(mpi-hook glibc-hook)
+[ "$gpu" = yes ] && bins+=(gpu-hook)
+if [ "$build" = 1 ]; then
+  (cd "$top" && cargo build --release $(printf -- '-p %s ' "${bins[@]}"))
+fi
+for b in "${bins[@]}"; do
   [ -x "$bin_dir/$b" ] || { echo "install.sh: $bin_dir/$b not found; build with 'cargo build --release' or pass --bin-dir" >&2; exit 1; }
 done
 
@@ -62,12 +76,15 @@ if [ -z "$mpi_deps" ]; then
 fi
 
 install -d -m 0755 "$libexec"
-install -m 0755 "$bin_dir/mpi-hook" "$bin_dir/glibc-hook" "$libexec/"
+for b in "${bins[@]}"; do install -m 0755 "$bin_dir/$b" "$libexec/"; done
 esc() { printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'; }
 for d in "${hooks_dirs[@]}"; do
   install -d -m 0755 "$d"
   for t in "$here"/hooks.d/*.json.in; do
     out="$d/$(basename "$t" .in)"
+    if [ "$gpu" = no ] && [ "$(basename "$t")" = hpc-hooks-gpu.json.in ]; then
+      rm -f "$out"; continue
+    fi
     sed -e "s|@LIBEXEC@|$(esc "$libexec")|g" \
         -e "s|@MPI_LIBS@|$(esc "$mpi_libs")|g" \
         -e "s|@MPI_DEPENDENCY_LIBS@|$(esc "$mpi_deps")|g" \
@@ -75,13 +92,14 @@ for d in "${hooks_dirs[@]}"; do
         -e "s|@MPI_COMPATIBILITY_TYPE@|$(esc "$compat")|g" \
         -e "s|@LOG_LEVEL@|$(esc "$log_level")|g" \
         -e "s|@LOG_FILE@|$(esc "$log_file")|g" \
-        -e "s|@GLIBC_LIBS@|$(esc "$glibc_libs")|g" "$t" > "$out.tmp"
+        -e "s|@GLIBC_LIBS@|$(esc "$glibc_libs")|g" \
+        -e "s|@GPU_DRIVER_ROOT@|$(esc "$gpu_driver_root")|g" "$t" > "$out.tmp"
     python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$out.tmp" \
       || { rm -f "$out.tmp"; echo "install.sh: generated $out is not valid JSON (one bad file stops podman from starting any container)" >&2; exit 1; }
     chmod 0644 "$out.tmp"; mv "$out.tmp" "$out"
     echo "installed $out"
   done
 done
-echo "installed $libexec/mpi-hook and $libexec/glibc-hook"
+echo "installed ${bins[*]} into $libexec"
 echo "MPI_LIBS=$mpi_libs"
 echo "MPI_DEPENDENCY_LIBS=$mpi_deps"

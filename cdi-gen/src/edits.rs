@@ -27,6 +27,9 @@ pub enum HookKind {
     CreateSymlinks,
     /// `gpu-hook update-ldcache --folder DIR`.
     UpdateLdcache,
+    /// `gpu-hook enable-cuda-compat --host-driver-version V` (after update-ldcache: the
+    /// image's newer CUDA compat libraries then take precedence in the loader cache).
+    EnableCudaCompat,
 }
 
 /// How hooks are written.

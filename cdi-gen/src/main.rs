@@ -74,6 +74,7 @@ enum StrategyArg {
 enum HookArg {
     CreateSymlinks,
     UpdateLdcache,
+    EnableCudaCompat,
     All,
 }
 
@@ -114,7 +115,7 @@ struct GenerateArgs {
     /// Extra library directory inside the driver root; repeatable.
     #[arg(long = "library-search-path")]
     library_search_paths: Vec<PathBuf>,
-    /// Path of gpu-hook for the create-symlinks and update-ldcache hooks.
+    /// Path of gpu-hook for the create-symlinks, update-ldcache and enable-cuda-compat hooks.
     #[arg(long, default_value = DEFAULT_HOOK_PATH)]
     hook_path: String,
     /// Leave a hook out of the spec; repeatable. Without create-symlinks, SONAME paths
@@ -176,9 +177,13 @@ impl GenerateArgs {
                 HookArg::UpdateLdcache => {
                     disabled.insert(HookKind::UpdateLdcache);
                 }
+                HookArg::EnableCudaCompat => {
+                    disabled.insert(HookKind::EnableCudaCompat);
+                }
                 HookArg::All => {
                     disabled.insert(HookKind::CreateSymlinks);
                     disabled.insert(HookKind::UpdateLdcache);
+                    disabled.insert(HookKind::EnableCudaCompat);
                 }
             }
         }

@@ -501,5 +501,18 @@ fn global_edits(
             edits.hooks.push(hooks.hook(args));
         }
     }
+    let has_libcuda = files.libraries.iter().any(|l| {
+        l.path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("libcuda.so."))
+    });
+    if hooks.enabled(HookKind::EnableCudaCompat) && has_libcuda && !files.version.is_empty() {
+        edits.hooks.push(hooks.hook(vec![
+            "enable-cuda-compat".to_string(),
+            "--host-driver-version".to_string(),
+            files.version.clone(),
+        ]));
+    }
     edits
 }

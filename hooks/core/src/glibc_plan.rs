@@ -489,6 +489,23 @@ pub fn plan_glibc(
     Ok((plan, log))
 }
 
+/// The glibc step as a hook runs it: `glibc_libs` is the `GLIBC_LIBS` value (empty: from
+/// the host's cache); the decision is logged and its plan returned.
+pub fn glibc_step(
+    ctx: &HookCtx,
+    pending: &[HostLib],
+    action: GlibcAction,
+    glibc_libs: &str,
+) -> Result<Plan, GlibcError> {
+    let configured = split_paths(glibc_libs);
+    let configured = (!configured.is_empty()).then_some(configured.as_slice());
+    let (plan, log) = plan_glibc(ctx, pending, action, configured)?;
+    for line in log {
+        tracing::info!("{line}");
+    }
+    Ok(plan)
+}
+
 /// Class and machine of the host's own C library.
 pub fn host_arch() -> Result<(ElfClass, u16), GlibcError> {
     // The hook binary itself is a host ELF object of the host's architecture.

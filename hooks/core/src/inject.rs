@@ -202,25 +202,32 @@ pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<Vec<String>, InjectError> {
     }
     if !devs.is_empty() {
         let mounts = mountinfo::read_self().map_err(InjectError::MountInfo)?;
-        let loc = CgroupLocator {
-            proc_cgroup: match ctx.ns {
-                crate::ns::NsEntry::Entered(pid) => format!("/proc/{pid}/cgroup"),
-                crate::ns::NsEntry::AlreadyInside => "/proc/self/cgroup".into(),
-            },
-            member_pid: match ctx.ns {
-                crate::ns::NsEntry::Entered(pid) => Some(pid as u32),
-                crate::ns::NsEntry::AlreadyInside => std::fs::read_link("/proc/self")
-                    .ok()
-                    .and_then(|p| p.to_string_lossy().parse().ok()),
-            },
-            cgroups_path: ctx.config.cgroups_path(),
-        };
+        let loc = cgroup_locator(ctx);
         log.extend(devices::allow_devices(&devs, &loc, &mounts)?);
     }
     if !plan.add.is_empty() {
         log.extend(add_libraries(rootfs, &plan.add)?);
     }
     Ok(log)
+}
+
+/// Where the container's device cgroup is, as seen from this hook (by the way it
+/// entered the container's mount namespace).
+pub fn cgroup_locator(ctx: &HookCtx) -> CgroupLocator {
+    CgroupLocator {
+        proc_cgroup: match ctx.ns {
+            crate::ns::NsEntry::Entered(pid) => format!("/proc/{pid}/cgroup"),
+            crate::ns::NsEntry::AlreadyInside => "/proc/self/cgroup".into(),
+        },
+        member_pid: match ctx.ns {
+            crate::ns::NsEntry::Entered(pid) => Some(pid as u32),
+            // cgroup.procs lists pids as seen from the reader's pid namespace, which is
+            // getpid()'s: right also when runc runs createContainer hooks inside the
+            // container's pid namespace (there /proc/self, from the host's /proc, is not).
+            crate::ns::NsEntry::AlreadyInside => Some(std::process::id()),
+        },
+        cgroups_path: ctx.config.cgroups_path(),
+    }
 }
 
 /// Mounts (or reopens) the private tmpfs at [`INJECT_ROOT`] and makes it writable.
@@ -292,11 +299,27 @@ fn add_libraries(rootfs: &Rootfs, add: &[AddLib]) -> Result<Vec<String>, InjectE
             hwcap: 0,
         });
     }
-    let bytes = ldcache_write::write(
-        &cache,
-        "hpc-hooks (container cache with injected libraries)",
-    )
-    .map_err(|e| InjectError::WriteCache(e.to_string()))?;
+    log.extend(bind_cache(rootfs, &root_h, &cache)?);
+    Ok(log)
+}
+
+/// Writes `cache` as the container's loader cache: a new file on the hooks' tmpfs at
+/// [`INJECT_ROOT`] (mounted when needed), bound read-only over `/etc/ld.so.cache` (an
+/// older cache of ours is unmounted first). The image is not written.
+pub fn install_cache(rootfs: &Rootfs, cache: &LdCache) -> Result<Vec<String>, InjectError> {
+    let root_h = inject_root(rootfs)?;
+    bind_cache(rootfs, &root_h, cache)
+}
+
+/// [`install_cache`] with the tmpfs already mounted writable (`root_h`); leaves it read-only.
+fn bind_cache(
+    rootfs: &Rootfs,
+    root_h: &pathrs::Handle,
+    cache: &LdCache,
+) -> Result<Vec<String>, InjectError> {
+    let mut log = Vec::new();
+    let bytes = ldcache_write::write(cache, "hpc-hooks (container cache with injected libraries)")
+        .map_err(|e| InjectError::WriteCache(e.to_string()))?;
     // A fresh file name per write: an earlier bind of an older cache keeps its inode.
     let mut n = 0;
     let name = loop {
@@ -309,7 +332,7 @@ fn add_libraries(rootfs: &Rootfs, add: &[AddLib]) -> Result<Vec<String>, InjectE
     rootfs.write_new_file(&name, &bytes, 0o644)?;
     let etc_cache = Path::new("/etc/ld.so.cache");
     // Unmount an older cache of ours first so the new one is what the container sees.
-    let our_dev = stat_handle(&root_h).map(|m| m.dev()).ok();
+    let our_dev = stat_handle(root_h).map(|m| m.dev()).ok();
     if let Some(h) = rootfs.try_resolve(etc_cache)? {
         if stat_handle(&h).map(|m| m.dev()).ok() == our_dev {
             mount::unmount(h.as_fd(), "/etc/ld.so.cache")?;

@@ -13,6 +13,7 @@ pub mod glibc_plan;
 pub mod hostlib;
 pub mod inject;
 pub mod ldcache;
+pub mod ldcache_update;
 pub mod ldcache_write;
 pub mod logging;
 pub mod mount;

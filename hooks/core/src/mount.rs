@@ -144,25 +144,7 @@ pub fn bind(
     }
     // SAFETY: `tree` is a new file descriptor returned by the kernel and owned by nobody else.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: flags.attr(),
-        attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr on our own detached mount fd with a properly sized struct.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = mount_setattr(tree.as_fd(), flags.attr(), 0, libc::MS_PRIVATE) {
         if err.raw_os_error() == Some(libc::ENOSYS) {
             return bind_classic(source, target, flags, what, reresolve);
         }
@@ -218,30 +200,14 @@ fn bind_classic(
     remount(fresh.as_fd(), flags, what)
 }
 
-/// Changes the flags of the mount whose root `mount_root` refers to.
+/// Changes the flags of the mount whose root `mount_root` refers to: the four flags of
+/// [`BindFlags`] are set or cleared as given (like the `MS_REMOUNT` fallback), so a
+/// read-only mount can be made writable again.
 pub fn remount(mount_root: BorrowedFd<'_>, flags: BindFlags, what: &str) -> Result<(), MountError> {
-    let attr = MountAttr {
-        attr_set: flags.attr(),
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = c"";
-    // SAFETY: mount_setattr with a valid fd, empty path and a properly sized struct.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount_root.as_raw_fd(),
-            empty.as_ptr(),
-            AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc == 0 {
+    const ALL: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let Err(err) = mount_setattr(mount_root, flags.attr(), ALL & !flags.attr(), 0) else {
         return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
+    };
     if err.raw_os_error() != Some(libc::ENOSYS) {
         return Err(MountError::Sys {
             op: "set mount flags (mount_setattr)",
@@ -262,6 +228,40 @@ pub fn remount(mount_root: BorrowedFd<'_>, flags: BindFlags, what: &str) -> Resu
         what: what.to_string(),
         source: e.into(),
     })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH)`: sets the `set` attributes, clears the `clear`
+/// ones (and sets `propagation` when non-zero) on the mount `fd` refers to.
+fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    set: u64,
+    clear: u64,
+    propagation: u64,
+) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr with a valid fd, an empty NUL-terminated path and a properly
+    // sized struct that lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Mounts a fresh tmpfs (`nosuid,nodev`, mode 0755, size-limited) on the directory `target`.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hooks_core::context::HookCtx;
-use hooks_core::glibc_plan::{plan_glibc, split_paths, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::glibc_plan::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
 
 /// OCI hook that injects the host glibc into containers annotated com.hooks.glibc.enabled=true
 /// when the host libraries mounted into them need it.
@@ -21,15 +21,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let Some(ctx) = HookCtx::from_stdin("glibc-hook", GLIBC_ANNOTATION)? else {
         return Ok(());
     };
-    let glibc_libs = split_paths(&args.glibc_libs);
-    let configured = (!glibc_libs.is_empty()).then_some(glibc_libs.as_slice());
-    let (plan, log) = plan_glibc(&ctx, &[], GlibcAction::Inject, configured)?;
-    for l in log {
-        tracing::info!("{l}");
-    }
-    for l in hooks_core::inject::apply(&ctx, &plan)? {
-        tracing::info!("{l}");
-    }
+    let plan = glibc_step(&ctx, &[], GlibcAction::Inject, &args.glibc_libs)?;
+    ctx.apply(&plan)?;
     ctx.finish();
     Ok(())
 }
