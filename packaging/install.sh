@@ -56,7 +56,7 @@ if [ "$gpu" = auto ]; then
   if [ -e /proc/driver/nvidia/version ] || [ -e /dev/kfd ]; then gpu=yes; else gpu=no; fi
 fi
 case "$gpu" in yes|no) ;; *) echo "install.sh: --gpu takes auto, yes or no" >&2; exit 2 ;; esac
-bins=(mpi-hook glibc-hook)
+bins=(mpi-hook glibc-hook hpc-rank)
 [ "$gpu" = yes ] && bins+=(gpu-hook)
 if [ "$build" = 1 ]; then
   (cd "$top" && cargo build --release $(printf -- '-p %s ' "${bins[@]}"))
@@ -74,9 +74,20 @@ if [ -z "$mpi_deps" ]; then
   mpi_deps=$(for l in ${mpi_libs//:/ }; do ldd "$l"; done | awk '/=>/ && $3 ~ /^\// {print $1, $3}' \
     | grep -Ev "$glibc_re" | awk '{print $2}' | sort -u | paste -sd: -)
 fi
+# UCX loads its transports (shared memory, CMA zero-copy, verbs) from a plugin directory
+# at run time: without it a UCX-based MPI falls back to slow copies in the container.
+if [ -z "$bind_mounts" ]; then
+  for l in ${mpi_deps//:/ }; do
+    case "$(basename "$l")" in
+      libucp.so*|libucs.so*) d="$(dirname "$(readlink -f "$l")")/ucx"; [ -d "$d" ] && bind_mounts=$d ;;
+    esac
+  done
+fi
 
 install -d -m 0755 "$libexec"
 for b in "${bins[@]}"; do install -m 0755 "$bin_dir/$b" "$libexec/"; done
+# Slurm Epilog that removes what a job's ranks left behind (see the README, Slurm section).
+install -m 0755 "$here/slurm/epilog-hpc-rank.sh" "$libexec/"
 esc() { printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'; }
 for d in "${hooks_dirs[@]}"; do
   install -d -m 0755 "$d"
@@ -103,3 +114,4 @@ done
 echo "installed ${bins[*]} into $libexec"
 echo "MPI_LIBS=$mpi_libs"
 echo "MPI_DEPENDENCY_LIBS=$mpi_deps"
+echo "BIND_MOUNTS=$bind_mounts"

@@ -42,6 +42,9 @@ export HPC_HOOKS_BIN_DIR=${HPC_HOOKS_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
 step unit-tests cargo test --release --workspace --exclude e2e-tests --lib --bins --tests
 step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
+# One-node Slurm for the multi-rank tests (tests/e2e/tests/ranks.rs), with hpc-rank's
+# epilog; the tests reuse it (they would start it themselves), stopped at the end.
+step slurm-up env HPC_RANK_BIN="$HPC_HOOKS_BIN_DIR/hpc-rank" tests/slurm/slurm-up.sh
 # One test at a time: the e2e tests share podman, the mount table and the kernel log
 # (each also takes a machine-wide flock, so this is belt and braces).
 step e2e-tests cargo test --release -p e2e-tests --test '*' -- --test-threads=1
@@ -49,7 +52,9 @@ if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
   step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"
   step cdi-gen-benchmark env CDI_GEN_BENCH_RUNS="${CDI_GEN_BENCH_RUNS:-21}" cargo bench -p cdi-gen --bench generate
   step gpu-hook-benchmark env GPU_HOOK_BENCH_RUNS="${GPU_HOOK_BENCH_RUNS:-15}" cargo bench -p gpu-hook --bench hook_time
+  step pingpong-benchmark tests/bench/pingpong-bench.sh --pairs "${PINGPONG_PAIRS:-5}"
 fi
+step slurm-down tests/slurm/slurm-down.sh
 
 echo
 if [ ${#failed[@]} -ne 0 ]; then

@@ -1,0 +1,660 @@
+//! Starting, supervising and removing one rank's container.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::io::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::spec::{self, SpecInput};
+use crate::{hooksd, Args, RuntimeKind};
+
+const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
+const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
+/// Prefix of every container id (runc) and name (podman) this launcher creates.
+pub const ID_PREFIX: &str = "hpcrank-";
+const JOB_LABEL: &str = "io.hpc-rank.job";
+const PID_LABEL: &str = "io.hpc-rank.pid";
+/// fd number of the PMI socket inside the container.
+const CONTAINER_PMI_FD: RawFd = 3;
+
+/// Signals forwarded to the runtime (which forwards them to the rank).
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGCONT,
+];
+/// Forwarded signals after which the container is killed once the grace time is over.
+const TERMINATING: &[libc::c_int] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+fn job_id(env: &BTreeMap<String, String>) -> String {
+    sanitize(
+        env.get("SLURM_JOB_ID")
+            .map(String::as_str)
+            .unwrap_or("nojob"),
+    )
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `hpcrank-<job>.<step>-<rank>-<launcher pid>`: the epilog finds a job's containers by
+/// prefix, `--cleanup-stale` finds orphans by the pid.
+pub fn container_id(env: &BTreeMap<String, String>, pid: u32) -> String {
+    let g = |k: &str| env.get(k).map(|s| sanitize(s));
+    let step = g("SLURM_STEP_ID").unwrap_or_else(|| "x".into());
+    let rank = g("PMI_RANK")
+        .or_else(|| g("SLURM_PROCID"))
+        .or_else(|| g("PMIX_RANK"))
+        .unwrap_or_else(|| "0".into());
+    format!("{ID_PREFIX}{}.{step}-{rank}-{pid}", job_id(env))
+}
+
+fn launcher_pid_of(id: &str) -> Option<i32> {
+    id.strip_prefix(ID_PREFIX)?.rsplit('-').next()?.parse().ok()
+}
+
+fn launcher_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() == "hpc-rank")
+        .unwrap_or(false)
+}
+
+fn annotations(a: &Args) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    if !a.no_mpi {
+        m.insert(MPI_ANNOTATION.to_string(), "true".to_string());
+    }
+    if !a.no_glibc {
+        m.insert(GLIBC_ANNOTATION.to_string(), "true".to_string());
+    }
+    for kv in &a.annotations {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--annotation {kv}: expected KEY=VALUE"))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+/// The PMI socket named by `PMI_FD`, duplicated to a high close-on-exec fd so that
+/// the child can move it to fd 3 without clobbering anything.
+fn pmi_fd(env: &BTreeMap<String, String>) -> Result<Option<RawFd>> {
+    let Some(v) = env.get("PMI_FD") else {
+        return Ok(None);
+    };
+    let fd: RawFd = v
+        .parse()
+        .with_context(|| format!("PMI_FD={v:?} is not a file descriptor number"))?;
+    // SAFETY: fcntl on an integer fd; failure is reported, nothing is assumed.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+    if high < 0 {
+        bail!(
+            "PMI_FD={fd} but fd {fd} is not open in hpc-rank ({}): start hpc-rank directly \
+             from srun/mpiexec, not through a program that closes inherited descriptors",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(Some(high))
+}
+
+fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise a local sigset_t.
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        for &g in sigs {
+            libc::sigaddset(&mut s, g);
+        }
+        s
+    }
+}
+
+fn all_watched() -> libc::sigset_t {
+    let mut v = FORWARDED.to_vec();
+    v.push(libc::SIGCHLD);
+    sigset(&v)
+}
+
+/// Spawns the runtime with the PMI socket on fd 3 and a clean signal mask, in its own
+/// process group (hydra kills the launcher's group with SIGKILL on MPI_Abort: the runtime
+/// must survive that to remove the container) and with SIGTERM as parent-death signal
+/// (if hpc-rank is killed, `runc run` forwards SIGTERM to the rank, which exits, and
+/// `runc run` then deletes the container as usual).
+fn spawn(mut cmd: Command, pmi: Option<RawFd>) -> Result<u32> {
+    let what = format!("{cmd:?}");
+    // SAFETY: getpid is always safe.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: only async-signal-safe calls (dup2, sigprocmask, setpgid, prctl, getppid,
+    // _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(125);
+            }
+            if let Some(fd) = pmi {
+                if libc::dup2(fd, CONTAINER_PMI_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let empty = sigset(&[]);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what}: is the runtime installed?"))?;
+    Ok(child.id())
+}
+
+fn status_code(status: libc::c_int) -> u8 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status) as u8
+    } else if libc::WIFSIGNALED(status) {
+        (128 + libc::WTERMSIG(status)) as u8
+    } else {
+        1
+    }
+}
+
+/// Forwards signals to `child` until it exits; after a terminating signal, calls
+/// `kill` once the grace time is over. Reaps every child (we are a subreaper).
+fn supervise(child: u32, grace: Duration, kill: &dyn Fn()) -> u8 {
+    let set = all_watched();
+    let mut deadline: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        // SAFETY: valid sigset and timespec; no siginfo wanted.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(child as libc::pid_t, sig) };
+            if TERMINATING.contains(&sig) && deadline.is_none() {
+                deadline = Some(Instant::now() + grace);
+            }
+        }
+        loop {
+            let mut st: libc::c_int = 0;
+            // SAFETY: waitpid on any child, non-blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid as u32 == child {
+                return status_code(st);
+            }
+        }
+        if let Some(d) = deadline {
+            if !killed && Instant::now() >= d {
+                killed = true;
+                kill();
+            }
+        }
+    }
+}
+
+/// Reaps whatever is left (orphans re-parented to us), for at most `max`.
+fn reap_rest(max: Duration) {
+    let end = Instant::now() + max;
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid on any child, non-blocking.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid < 0 || Instant::now() >= end {
+            return; // ECHILD: nothing left
+        }
+        if pid == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Starts one rank; returns its exit status (128+N when killed by signal N).
+pub fn launch(a: &Args) -> Result<u8> {
+    let target = a.target.as_deref().context("no rootfs or image given")?;
+    if a.command.is_empty() {
+        bail!("no command given: usage is `hpc-rank [OPTIONS] ROOTFS|IMAGE COMMAND [ARGS...]`");
+    }
+    let host_env: BTreeMap<String, String> = std::env::vars().collect();
+    let id = container_id(&host_env, std::process::id());
+    let ann = annotations(a)?;
+    let pmi = pmi_fd(&host_env)?;
+    // Signals are handled synchronously (sigtimedwait) from here on; the child gets a
+    // clean mask in `spawn`.
+    let set = all_watched();
+    // SAFETY: blocking signals in this single-threaded process.
+    unsafe {
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        // Orphans of the container (if the runtime dies first) stay our children, so
+        // they remain in the step's process tree and are reaped here.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    match a.runtime {
+        RuntimeKind::Runc => launch_runc(a, target, &id, &ann, &host_env, pmi),
+        RuntimeKind::Podman => launch_podman(a, target, &id, &ann, &host_env, pmi),
+    }
+}
+
+fn check_overlay_path(p: &Path, what: &str) -> Result<()> {
+    let s = p.to_string_lossy();
+    if s.contains([',', ':', '\\']) {
+        bail!("{what} {s} contains ',', ':' or '\\', which overlayfs options cannot express; use a path without them");
+    }
+    Ok(())
+}
+
+fn mount_private_scratch(scratch: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(scratch).with_context(|| {
+        format!(
+            "cannot create the scratch mount point {}",
+            scratch.display()
+        )
+    })?;
+    unshare(CloneFlags::CLONE_NEWNS).context(
+        "unshare(CLONE_NEWNS) failed: hpc-rank must run as root (or with CAP_SYS_ADMIN) for runc",
+    )?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("cannot make / a slave mount in the rank's mount namespace")?;
+    mount(
+        Some("hpc-rank"),
+        scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("cannot mount the rank's tmpfs on {}", scratch.display()))?;
+    Ok(scratch.to_path_buf())
+}
+
+fn launch_runc(
+    a: &Args,
+    target: &str,
+    id: &str,
+    ann: &BTreeMap<String, String>,
+    host_env: &BTreeMap<String, String>,
+    pmi: Option<RawFd>,
+) -> Result<u8> {
+    let lower = Path::new(target);
+    let lower = lower.canonicalize().with_context(|| {
+        format!("rootfs {target}: not found (runc needs a directory rootfs; for an image use --runtime podman)")
+    })?;
+    if !lower.join("bin").exists() && !lower.join("usr").is_dir() {
+        bail!(
+            "{} does not look like a root filesystem (no /usr, no /bin)",
+            lower.display()
+        );
+    }
+    check_overlay_path(&lower, "rootfs")?;
+    let hooks = hooksd::load(&a.hooks_dirs, ann)?;
+    for key in [MPI_ANNOTATION, GLIBC_ANNOTATION] {
+        if ann.get(key).map(String::as_str) == Some("true")
+            && hooksd::load(
+                &a.hooks_dirs,
+                &BTreeMap::from([(key.to_string(), "true".to_string())]),
+            )?
+            .is_empty()
+        {
+            bail!(
+                "no hooks.d file in {} is enabled by {key}=true: install the hooks \
+                 (packaging/install.sh), point --hooks-dir / HPC_RANK_HOOKS_DIR at their \
+                 directory, or pass --no-mpi/--no-glibc to run without them",
+                a.hooks_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            );
+        }
+    }
+    let base = mount_private_scratch(&a.scratch)?;
+    check_overlay_path(&base, "scratch dir")?;
+    let (bundle, upper, work, merged) = (
+        base.join("bundle"),
+        base.join("upper"),
+        base.join("work"),
+        base.join("rootfs"),
+    );
+    for d in [&bundle, &upper, &work, &merged] {
+        std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .with_context(|| {
+        format!(
+            "cannot mount an overlay of {} (the rootfs is shared by all ranks and never written)",
+            lower.display()
+        )
+    })?;
+    let nodename = nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short = nodename.split('.').next().unwrap_or("").to_string();
+    let mut hosts = spec::hosts_file(
+        &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        &nodename,
+    );
+    if short != nodename {
+        hosts = spec::hosts_file(&hosts, &short);
+    }
+    let hosts_path = base.join("hosts");
+    std::fs::write(&hosts_path, hosts).context("write the container's /etc/hosts")?;
+    let resolv = Path::new("/etc/resolv.conf");
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let groups = nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    let env = spec::rank_env(host_env, &a.env, pmi.map(|_| CONTAINER_PMI_FD));
+    let mut binds = a.binds.clone();
+    binds.extend(spec::pmix_binds(host_env, uid));
+    let cfg = spec::config_json(&SpecInput {
+        rootfs: &merged,
+        args: &a.command,
+        env,
+        cwd: &a.workdir,
+        uid,
+        gid,
+        groups,
+        hosts_file: &hosts_path,
+        resolv_conf: resolv.exists().then_some(resolv),
+        binds: &binds,
+        annotations: ann,
+        hooks: &hooks,
+        cgroups_path: format!("/hpc-rank/{id}"),
+    });
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).expect("serialise config.json"),
+    )
+    .context("write config.json")?;
+
+    let mut cmd = Command::new(&a.runc);
+    cmd.arg("run");
+    if pmi.is_some() {
+        cmd.args(["--preserve-fds", "1"]);
+    }
+    cmd.arg("--bundle").arg(&bundle).arg(id);
+    let child = spawn(cmd, pmi)?;
+    let runc = a.runc.clone();
+    let kill_id = id.to_string();
+    let code = supervise(child, Duration::from_secs(a.kill_grace), &move || {
+        quiet(Command::new(&runc).args(["kill", "--all", &kill_id, "KILL"]));
+    });
+    // The container may outlive `runc run` (runc killed, hook failure...): delete -f
+    // kills what is left in its cgroup and removes runc's state.
+    quiet(Command::new(&a.runc).args(["delete", "-f", id]));
+    reap_rest(Duration::from_secs(2));
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    Ok(code)
+}
+
+fn launch_podman(
+    a: &Args,
+    target: &str,
+    id: &str,
+    ann: &BTreeMap<String, String>,
+    host_env: &BTreeMap<String, String>,
+    pmi: Option<RawFd>,
+) -> Result<u8> {
+    let mut cmd = Command::new(&a.podman);
+    for d in &a.hooks_dirs {
+        cmd.arg("--hooks-dir").arg(d);
+    }
+    if let Ok(extra) = std::env::var("HPC_RANK_PODMAN_GLOBAL_OPTS") {
+        cmd.args(extra.split_whitespace());
+    }
+    cmd.args(["run", "--rm", "--name", id]);
+    cmd.arg("--label")
+        .arg(format!("{JOB_LABEL}={}", job_id(host_env)));
+    cmd.arg("--label")
+        .arg(format!("{PID_LABEL}={}", std::process::id()));
+    cmd.args([
+        "--network",
+        "host",
+        "--ipc",
+        "host",
+        "--pid",
+        "host",
+        "--uts",
+        "host",
+    ]);
+    // No seccomp filter, as in runc mode (and Sarus): MPI progress engines make many
+    // system calls, and a filter on each of them cost 500x in 8-byte latency here.
+    cmd.args([
+        "--log-driver",
+        "none",
+        "--sig-proxy=true",
+        "--security-opt",
+        "seccomp=unconfined",
+    ]);
+    // The step's limits (Slurm propagates the submitter's) apply to the rank unchanged
+    // (podman would otherwise raise them to its defaults, which may not be permitted).
+    for (name, res) in [
+        ("nofile", nix::sys::resource::Resource::RLIMIT_NOFILE),
+        ("memlock", nix::sys::resource::Resource::RLIMIT_MEMLOCK),
+        ("stack", nix::sys::resource::Resource::RLIMIT_STACK),
+        ("core", nix::sys::resource::Resource::RLIMIT_CORE),
+    ] {
+        if let Ok((soft, hard)) = nix::sys::resource::getrlimit(res) {
+            let f = |v: u64| {
+                if v == libc::RLIM_INFINITY {
+                    "-1".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            cmd.arg("--ulimit")
+                .arg(format!("{name}={}:{}", f(soft), f(hard)));
+        }
+    }
+    for (k, v) in ann {
+        cmd.arg("--annotation").arg(format!("{k}={v}"));
+    }
+    for kv in spec::rank_env(host_env, &a.env, pmi.map(|_| CONTAINER_PMI_FD)) {
+        cmd.arg("--env").arg(kv);
+    }
+    if pmi.is_some() {
+        cmd.args(["--preserve-fds", "1"]);
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    for b in a.binds.iter().chain(spec::pmix_binds(host_env, uid).iter()) {
+        let mode = if b.readonly { "ro" } else { "rw" };
+        cmd.arg("--volume")
+            .arg(format!("{}:{}:{mode}", b.src.display(), b.dst));
+    }
+    if let Ok(extra) = std::env::var("HPC_RANK_PODMAN_RUN_OPTS") {
+        cmd.args(extra.split_whitespace());
+    }
+    cmd.arg("--workdir").arg(&a.workdir);
+    cmd.arg("--user").arg(format!(
+        "{}:{}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    ));
+    let p = Path::new(target);
+    if p.is_dir() {
+        let abs = p
+            .canonicalize()
+            .with_context(|| format!("rootfs {target}"))?;
+        check_overlay_path(&abs, "rootfs")?;
+        // `:O`: podman mounts an overlay over the shared rootfs; it is never written.
+        let mut r = OsString::from(abs.as_os_str());
+        r.push(":O");
+        cmd.arg("--rootfs").arg(r);
+    } else {
+        cmd.arg(target);
+    }
+    cmd.args(&a.command);
+    let child = spawn(cmd, pmi)?;
+    let podman = a.podman.clone();
+    let kill_id = id.to_string();
+    let code = supervise(child, Duration::from_secs(a.kill_grace), &move || {
+        quiet(Command::new(&podman).args(["kill", "-s", "KILL", &kill_id]));
+    });
+    quiet(Command::new(&a.podman).args(["rm", "-f", "-t", "0", "--ignore", id]));
+    reap_rest(Duration::from_secs(2));
+    Ok(code)
+}
+
+fn lines(cmd: &mut Command) -> Vec<String> {
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn have(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Epilog: removes the containers of a job (`--cleanup-job`) and those whose launcher
+/// is gone (`--cleanup-stale`, and always with `--cleanup-job`).
+pub fn cleanup(a: &Args) -> Result<()> {
+    let job = a.cleanup_job.as_deref().map(sanitize);
+    let wanted = |id: &str, pid: Option<i32>| {
+        job.as_ref()
+            .is_some_and(|j| id.starts_with(&format!("{ID_PREFIX}{j}.")))
+            || pid.is_some_and(|p| !launcher_alive(p))
+    };
+    let mut removed = Vec::new();
+    let mut failed = Vec::new();
+    if have(&a.runc) {
+        for id in lines(Command::new(&a.runc).args(["list", "-q"])) {
+            if id.starts_with(ID_PREFIX) && wanted(&id, launcher_pid_of(&id)) {
+                if quiet(Command::new(&a.runc).args(["delete", "-f", &id])) {
+                    removed.push(format!("runc:{id}"));
+                } else {
+                    failed.push(format!("runc:{id}"));
+                }
+            }
+        }
+    }
+    if have(&a.podman) {
+        let fmt = format!("{{{{.Names}}}} {{{{index .Labels \"{PID_LABEL}\"}}}}");
+        for l in lines(Command::new(&a.podman).args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={JOB_LABEL}"),
+            "--format",
+            &fmt,
+        ])) {
+            let mut it = l.split_whitespace();
+            let (Some(name), pid) = (it.next(), it.next().and_then(|p| p.parse().ok())) else {
+                continue;
+            };
+            if wanted(name, pid) {
+                if quiet(Command::new(&a.podman).args(["rm", "-f", "-t", "0", name])) {
+                    removed.push(format!("podman:{name}"));
+                } else {
+                    failed.push(format!("podman:{name}"));
+                }
+            }
+        }
+    }
+    for r in &removed {
+        eprintln!("hpc-rank: removed leftover container {r}");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "could not remove {} (see `runc list` / `podman ps -a`)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_job_step_rank_and_pid() {
+        let env: BTreeMap<String, String> = [
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_STEP_ID", "3"),
+            ("PMI_RANK", "7"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let id = container_id(&env, 1234);
+        assert_eq!(id, "hpcrank-42.3-7-1234");
+        assert_eq!(launcher_pid_of(&id), Some(1234));
+        let id = container_id(&BTreeMap::new(), 9);
+        assert_eq!(id, "hpcrank-nojob.x-0-9");
+        assert_eq!(launcher_pid_of("other-1"), None);
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(status_code(3 << 8), 3);
+        assert_eq!(status_code(libc::SIGKILL), 137);
+    }
+}

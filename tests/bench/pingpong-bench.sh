@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Ping-pong benchmark: 2 MPI ranks in hpc-rank containers (runc, host MPICH injected by
+# mpi-hook + glibc-hook) vs the same program built natively on the host with the host
+# MPI, both under `srun -n 2 --mpi=pmi2`, alternating, in ONE Slurm job script.
+#
+#   tests/bench/pingpong-bench.sh [--pairs N] [--small-iters N] [--large-iters N]
+#                                 [--rootfs DIR] [--bin-dir DIR] [--hooks-dir DIR]
+#
+# Reports medians of: 8 B one-way latency (us), 1 MiB bandwidth (MB/s), and the time from
+# `srun` to both ranks having returned from MPI_Init (ms), native vs containers, and the
+# container/native ratios. Run as root on a machine prepared as .ci/run does; it starts
+# (or reuses) the one-node Slurm of tests/slurm/slurm-up.sh.
+# Defaults: 10 pairs, 10000 x 8 B, 1000 x 1 MiB (each preceded by OSU-style warmup),
+# binaries from target/release (HPC_HOOKS_BIN_DIR), the cached Debian 11 test rootfs.
+# Each run is limited to $PINGPONG_RUN_TIMEOUT seconds (120); a failed or hung run is
+# reported and fails the benchmark, the others are still measured.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+pairs=10 small=10000 large=1000 rootfs= hooks_dir= run_timeout=${PINGPONG_RUN_TIMEOUT:-120}
+bin_dir=${HPC_HOOKS_BIN_DIR:-$top/target/release}
+die() { echo "pingpong-bench.sh: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pairs) pairs=$2; shift 2 ;;
+    --small-iters) small=$2; shift 2 ;;
+    --large-iters) large=$2; shift 2 ;;
+    --rootfs) rootfs=$2; shift 2 ;;
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --hooks-dir) hooks_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (runc, overlay mounts)"
+for c in mpicc srun sbatch; do
+  command -v "$c" >/dev/null || die "\`$c\` not found: apt-get install mpich libmpich-dev slurmctld slurmd slurm-client"
+done
+for b in hpc-rank mpi-hook glibc-hook; do
+  [ -x "$bin_dir/$b" ] || die "$bin_dir/$b not found: cargo build --release -p hpc-rank -p mpi-hook -p glibc-hook (or --bin-dir)"
+done
+[ -n "$rootfs" ] || rootfs=$("$top/tests/rootfs/build-rootfs.sh" debian11-mpich | tail -1)
+[ -x "$rootfs/usr/local/bin/mpi-pingpong" ] || die "$rootfs has no /usr/local/bin/mpi-pingpong (rebuild it with tests/rootfs/build-rootfs.sh debian11-mpich)"
+
+work=$(mktemp -d /var/tmp/hpc-hooks-pingpong-bench-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mpicc -O2 -o "$work/mpi-pingpong" "$top/tests/programs/mpi-pingpong.c"
+if [ -z "$hooks_dir" ]; then
+  hooks_dir=$work/hooks.d
+  # UCX (MPICH's ch4:ucx) loads its transports (CMA, ...) from <libdir>/ucx at run time:
+  # without that directory in the container, 1 MiB messages lose CMA zero-copy.
+  binds=()
+  ucp=$(ldconfig -p | awk '/libucp\.so\.0 /{print $NF; exit}')
+  if [ -n "$ucp" ] && [ -d "$(dirname "$ucp")/ucx" ]; then binds=(--bind-mounts "$(dirname "$ucp")/ucx"); fi
+  "$top/packaging/install.sh" --no-build --bin-dir "$bin_dir" --libexec "$work/libexec" \
+    --hooks-dir "$hooks_dir" --log-level warn "${binds[@]}" >"$work/install.log" 2>&1 \
+    || { cat "$work/install.log" >&2; die "packaging/install.sh could not write the hooks.d files"; }
+  # Only the two hooks this benchmark is about (install.sh may also write others).
+  find "$hooks_dir" -name '*.json' ! -name hpc-hooks-mpi.json ! -name hpc-hooks-glibc.json -delete
+fi
+eval "$(HPC_RANK_BIN=$bin_dir/hpc-rank "$top/tests/slurm/slurm-up.sh")"
+
+cat >"$work/job.sh" <<JOB
+#!/bin/bash
+# One job, alternating native and container runs.
+set -u
+for i in \$(seq 1 $pairs); do
+  for mode in native container; do
+    if [ \$mode = native ]; then cmd=("$work/mpi-pingpong"); else
+      cmd=("$bin_dir/hpc-rank" --hooks-dir "$hooks_dir" "$rootfs" /usr/local/bin/mpi-pingpong); fi
+    t0=\$(date +%s%6N)
+    out=\$(timeout $run_timeout srun -n 2 --mpi=pmi2 "\${cmd[@]}" $small $large) || { echo "RUN FAILED \$mode \$i (exit \$?)"; echo "\$out"; continue; }
+    echo "\$out" | awk -v m=\$mode -v t0=\$t0 '
+      /init_epoch_us=/ { split(\$2, a, "="); if (a[2] > mx) mx = a[2] }
+      /mpi_version=/ { sub(/.*mpi_version=MPICH Version:[ \t]*/, ""); v = \$0 }
+      /bytes=8 / { for (f = 1; f <= NF; f++) if (\$f ~ /^latency_us=/) { split(\$f, a, "="); lat = a[2] } }
+      /bytes=1048576 / { for (f = 1; f <= NF; f++) if (\$f ~ /^bandwidth_MBps=/) { split(\$f, a, "="); bw = a[2] } }
+      END { printf "RESULT %s lat_us=%s bw_MBps=%s init_ms=%.1f mpich=%s\n", m, lat, bw, (mx - t0) / 1000, v }'
+  done
+done
+exit 0
+JOB
+chmod +x "$work/job.sh"
+echo "pingpong-bench: $pairs pairs, $small x 8 B, $large x 1 MiB, rootfs $rootfs"
+sbatch --wait -n 2 -J pingpong-bench -o "$work/job.out" "$work/job.sh" >/dev/null \
+  || { cat "$work/job.out" >&2 || true; die "the benchmark job failed"; }
+grep -E "^(RESULT|RUN FAILED)" "$work/job.out" || true
+awk '
+  function median(arr, n,   i, j, t) {
+    for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+    return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+  }
+  /^RESULT/ {
+    m = $2
+    for (f = 3; f <= NF; f++) { split($f, a, "="); k = a[1]; v = a[2]
+      if (k == "mpich") ver[m] = v; else { n[m, k]++; val[m, k, n[m, k]] = v } }
+  }
+  END {
+    split("lat_us bw_MBps init_ms", keys, " ")
+    for (ki = 1; ki <= 3; ki++) { k = keys[ki]
+      for (mi = 1; mi <= 2; mi++) { m = (mi == 1 ? "native" : "container"); cnt = n[m, k]
+        delete tmp; for (i = 1; i <= cnt; i++) tmp[i] = val[m, k, i]; med[m, k] = median(tmp, cnt) } }
+    printf "\n%-28s %12s %12s %8s\n", "median (" n["native", "lat_us"] " pairs)", "native", "container", "ratio"
+    printf "%-28s %12.3f %12.3f %8.3f\n", "8 B latency (us)", med["native", "lat_us"], med["container", "lat_us"], med["container", "lat_us"] / med["native", "lat_us"]
+    printf "%-28s %12.1f %12.1f %8.3f\n", "1 MiB bandwidth (MB/s)", med["native", "bw_MBps"], med["container", "bw_MBps"], med["container", "bw_MBps"] / med["native", "bw_MBps"]
+    printf "%-28s %12.1f %12.1f %8.3f\n", "srun -> both in MPI_Init (ms)", med["native", "init_ms"], med["container", "init_ms"], med["container", "init_ms"] / med["native", "init_ms"]
+    printf "MPI: native %s, container %s\n", ver["native"], ver["container"]
+  }' "$work/job.out"
+if grep -q "^RUN FAILED" "$work/job.out"; then
+  cat "$work/job.out" >&2
+  die "some runs failed or hung (output above); the medians cover the others"
+fi
