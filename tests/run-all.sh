@@ -52,7 +52,6 @@ if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
   step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"
   step cdi-gen-benchmark env CDI_GEN_BENCH_RUNS="${CDI_GEN_BENCH_RUNS:-21}" cargo bench -p cdi-gen --bench generate
   step gpu-hook-benchmark env GPU_HOOK_BENCH_RUNS="${GPU_HOOK_BENCH_RUNS:-15}" cargo bench -p gpu-hook --bench hook_time
-  step pingpong-benchmark tests/bench/pingpong-bench.sh --pairs "${PINGPONG_PAIRS:-5}"
 fi
 step slurm-down tests/slurm/slurm-down.sh
 
