@@ -1,7 +1,6 @@
 //! The start of every hook: state from stdin, config.json, logging, activation, entering
 //! the container's mount namespace, and the rootfs handle.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::config::BundleConfig;
@@ -62,17 +61,7 @@ impl HookCtx {
         started: Instant,
     ) -> Result<Option<HookCtx>, ContextError> {
         let config = BundleConfig::load(&state)?;
-        let level = logging::effective_level(
-            std::env::var(logging::LEVEL_ENV).ok().as_deref(),
-            &config.annotations,
-        );
-        logging::init(
-            hook,
-            level,
-            std::env::var_os(logging::FILE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        );
+        logging::init_from_env(hook, &config.annotations);
         if !enabled(&config, activation) {
             tracing::debug!(
                 container = %state.id,

@@ -56,6 +56,16 @@ pub fn effective_level(env: Option<&str>, annotations: &HashMap<String, String>)
         .unwrap_or(LevelFilter::WARN)
 }
 
+/// Sets up logging for a hook from its environment (`HPC_HOOKS_LOG_LEVEL`,
+/// `HPC_HOOKS_LOG_FILE`) and the container's annotations.
+pub fn init_from_env(hook: &'static str, annotations: &HashMap<String, String>) {
+    let level = effective_level(std::env::var(LEVEL_ENV).ok().as_deref(), annotations);
+    let file = std::env::var_os(FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    init(hook, level, file);
+}
+
 /// Installs the global subscriber: stderr always, the file from `HPC_HOOKS_LOG_FILE` when set.
 /// A log file that cannot be opened is reported on stderr and otherwise ignored.
 pub fn init(hook: &'static str, level: LevelFilter, file: Option<PathBuf>) {

@@ -72,17 +72,7 @@ pub fn load(hook: &'static str) -> Result<Loaded, GpuHookError> {
     let state = HookState::read_from(std::io::stdin().lock())
         .map_err(hooks_core::context::ContextError::from)?;
     let config = BundleConfig::load(&state).map_err(hooks_core::context::ContextError::from)?;
-    let level = logging::effective_level(
-        std::env::var(logging::LEVEL_ENV).ok().as_deref(),
-        &config.annotations,
-    );
-    logging::init(
-        hook,
-        level,
-        std::env::var_os(logging::FILE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
-    );
+    logging::init_from_env(hook, &config.annotations);
     Ok(Loaded {
         hook,
         state,
