@@ -50,6 +50,9 @@ impl Default for HookConfig {
     }
 }
 
+/// The whole environment of the hooks a spec declares (see [`HookConfig::hook`]).
+pub const HOOK_ENV_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
 impl HookConfig {
     /// True unless `kind` is disabled.
     pub fn enabled(&self, kind: HookKind) -> bool {
@@ -57,6 +60,11 @@ impl HookConfig {
     }
 
     /// A createContainer hook running `gpu-hook <args...>`.
+    ///
+    /// The hook always carries an explicit `env`: with none, runc runs createContainer
+    /// hooks with the CONTAINER's environment (and the rootfs as working directory), so
+    /// an image's `LD_PRELOAD=usr/lib/evil.so` would be loaded into the root-run hook by
+    /// the dynamic loader (tests/e2e/tests/preload.rs shows it).
     pub fn hook(&self, args: Vec<String>) -> Hook {
         let mut all = vec!["gpu-hook".to_string()];
         all.extend(args);
@@ -64,6 +72,7 @@ impl HookConfig {
             hook_name: "createContainer".to_string(),
             path: self.path.clone(),
             args: all,
+            env: vec![HOOK_ENV_PATH.to_string()],
             ..Hook::default()
         }
     }
