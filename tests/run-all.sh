@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, as root, on a Debian 12 machine prepared as
 # .ci/run does (runc, crun, podman, debootstrap, mpich, gcc, busybox-static):
-#   1. builds everything once (release, all targets);
+#   1. builds everything once (release, all targets), plus the shipped static hooks
+#      (x86_64-unknown-linux-musl) and the Debian package (packaging/deb/build-deb.sh);
+#      the tests run the static hooks (HPC_HOOKS_BIN_DIR=target/dist/bin);
 #   2. builds or reuses the cached Debian 11 + MPICH 3.4.1 test rootfs;
 #   3. runs the unit and crate tests of every crate but the e2e suite;
-#   4. runs the end-to-end tests (tests/e2e) serially, against real runtimes;
-#   5. runs the benchmark (report only; HPC_HOOKS_SKIP_BENCH=1 skips it).
+#   4. runs the end-to-end tests (tests/e2e) serially, against real runtimes, the
+#      package test (install, MPI scenario, purge) among them;
+#   5. runs every fuzz target briefly (FUZZ_SECONDS, default 30; fuzz/ci.sh);
+#   6. runs the benchmarks (report only; HPC_HOOKS_SKIP_BENCH=1 skips them).
 # Exits non-zero if any step fails; later steps still run so one CI log shows all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +41,22 @@ if [ ${#failed[@]} -ne 0 ]; then
   echo "run-all.sh: build failed, nothing else can run" >&2
   exit 1
 fi
-export HPC_HOOKS_BIN_DIR=${HPC_HOOKS_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/release}
+target=${CARGO_TARGET_DIR:-$root/target}
+# The hooks as shipped: statically linked (musl), so no image LD_PRELOAD can reach them.
+step static-hooks cargo build --release --target x86_64-unknown-linux-musl -p mpi-hook -p glibc-hook -p gpu-hook
+if [ -z "${HPC_HOOKS_BIN_DIR:-}" ]; then
+  dist=$target/dist/bin
+  mkdir -p "$dist"
+  for b in mpi-hook glibc-hook gpu-hook; do cp -f "$target/x86_64-unknown-linux-musl/release/$b" "$dist/" || failed+=(dist); done
+  for b in cdi-gen hpc-rank; do cp -f "$target/release/$b" "$dist/" || failed+=(dist); done
+  export HPC_HOOKS_BIN_DIR=$dist HPC_HOOKS_REQUIRE_STATIC_HOOKS=1
+fi
+echo "run-all.sh: hooks under test from $HPC_HOOKS_BIN_DIR"
+deb_log=$target/deb/build.log
+mkdir -p "$target/deb"
+build_deb() { packaging/deb/build-deb.sh --hooks-bin-dir "$HPC_HOOKS_BIN_DIR" --bin-dir "$target/release" --out "$target/deb" >"$deb_log" 2>&1; local rc=$?; cat "$deb_log"; return $rc; }
+step deb build_deb
+export HPC_HOOKS_DEB=$(tail -1 "$deb_log")
 
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
 step unit-tests cargo test --release --workspace --exclude e2e-tests --lib --bins --tests
@@ -48,6 +67,7 @@ step slurm-up env HPC_RANK_BIN="$HPC_HOOKS_BIN_DIR/hpc-rank" tests/slurm/slurm-u
 # One test at a time: the e2e tests share podman, the mount table and the kernel log
 # (each also takes a machine-wide flock, so this is belt and braces).
 step e2e-tests cargo test --release -p e2e-tests --test '*' -- --test-threads=1
+step fuzz fuzz/ci.sh "${FUZZ_SECONDS:-30}"
 if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
   step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"
   step cdi-gen-benchmark env CDI_GEN_BENCH_RUNS="${CDI_GEN_BENCH_RUNS:-21}" cargo bench -p cdi-gen --bench generate

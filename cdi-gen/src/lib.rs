@@ -6,6 +6,7 @@
 //! [`inspect`] implements `list` and `validate`.
 
 pub mod amd;
+pub mod cli;
 pub mod edits;
 pub mod generate;
 pub mod inspect;

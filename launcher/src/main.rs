@@ -12,90 +12,13 @@ mod hooksd;
 mod run;
 mod spec;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
-
-/// Container runtime used for the rank.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeKind {
-    /// runc as a direct child (the rank stays in the step's process tree).
-    Runc,
-    /// podman run (conmon leaves the process tree: use the epilog, see README).
-    Podman,
-}
-
-/// Start one MPI rank in a container with the hpc-hooks (host MPI, host glibc) enabled.
-///
-/// The rank gets the process-management environment (PMI_*, PMIX_*, SLURM_*, MPIR_*,
-/// HYDRA_*, MPI and fabric tuning variables), the PMI socket (`PMI_FD`, moved to fd 3),
-/// the host's /dev/shm, network, IPC and PID namespaces, and an /etc/hosts that resolves
-/// the node name. The container is removed when the rank exits, is signalled (SIGTERM,
-/// SIGINT, ... are forwarded) or the step is cancelled.
-#[derive(Parser, Debug)]
-#[command(version, name = "hpc-rank")]
-pub struct Args {
-    /// Container runtime.
-    #[arg(long, env = "HPC_RANK_RUNTIME", value_enum, default_value = "runc")]
-    pub runtime: RuntimeKind,
-    /// hooks.d directories read for the hooks (runc: copied into config.json; podman:
-    /// passed as --hooks-dir). Later directories override files of the same name.
-    #[arg(
-        long = "hooks-dir",
-        env = "HPC_RANK_HOOKS_DIR",
-        value_delimiter = ':',
-        default_value = "/usr/share/containers/oci/hooks.d:/etc/containers/oci/hooks.d"
-    )]
-    pub hooks_dirs: Vec<PathBuf>,
-    /// Do not enable mpi-hook (annotation com.hooks.mpi.enabled).
-    #[arg(long)]
-    pub no_mpi: bool,
-    /// Do not enable glibc-hook (annotation com.hooks.glibc.enabled).
-    #[arg(long)]
-    pub no_glibc: bool,
-    /// Extra annotation KEY=VALUE (repeatable), e.g. com.hooks.logging.level=debug.
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
-    pub annotations: Vec<String>,
-    /// Extra environment variable KEY=VALUE for the rank (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Bind mount SRC[:DST[:ro|rw]] (repeatable; nosuid, nodev).
-    #[arg(long = "bind", short = 'b', value_name = "SRC[:DST[:ro|rw]]")]
-    pub binds: Vec<spec::UserBind>,
-    /// Working directory inside the container.
-    #[arg(long, default_value = "/")]
-    pub workdir: String,
-    /// Seconds between a forwarded SIGTERM/SIGINT/SIGHUP and SIGKILL of the container.
-    #[arg(long, env = "HPC_RANK_KILL_GRACE", default_value_t = 5)]
-    pub kill_grace: u64,
-    /// Directory over which each rank mounts its private tmpfs (bundle, overlay upper
-    /// dir); the mount lives in the rank's own mount namespace only.
-    #[arg(long, env = "HPC_RANK_SCRATCH", default_value = "/run/hpc-rank")]
-    pub scratch: PathBuf,
-    /// runc binary.
-    #[arg(long, env = "HPC_RANK_RUNC", default_value = "runc")]
-    pub runc: PathBuf,
-    /// podman binary.
-    #[arg(long, env = "HPC_RANK_PODMAN", default_value = "podman")]
-    pub podman: PathBuf,
-    /// Epilog mode: remove every container of job JOBID (runc and podman), and every
-    /// stale hpc-rank container whose launcher is gone; then exit.
-    #[arg(long, value_name = "JOBID", conflicts_with = "target")]
-    pub cleanup_job: Option<String>,
-    /// Like --cleanup-job, for containers whose launcher process is gone (any job).
-    #[arg(long, conflicts_with = "target")]
-    pub cleanup_stale: bool,
-    /// Directory rootfs (runc; podman uses it through an overlay) or image (podman).
-    #[arg(required_unless_present_any = ["cleanup_job", "cleanup_stale"])]
-    pub target: Option<String>,
-    /// Command and arguments run in the container.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
-}
+use clap::Parser;
+use hpc_rank::cli::Cli;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Cli::parse();
     let res = if args.cleanup_job.is_some() || args.cleanup_stale {
         run::cleanup(&args).map(|()| 0)
     } else {

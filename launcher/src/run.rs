@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
+use crate::hooksd;
 use crate::spec::{self, SpecInput};
-use crate::{hooksd, Args, RuntimeKind};
+use hpc_rank::cli::{Cli, RuntimeKind};
 
 const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
 const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
@@ -80,7 +81,7 @@ fn launcher_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn annotations(a: &Args) -> Result<BTreeMap<String, String>> {
+fn annotations(a: &Cli) -> Result<BTreeMap<String, String>> {
     let mut m = BTreeMap::new();
     if !a.no_mpi {
         m.insert(MPI_ANNOTATION.to_string(), "true".to_string());
@@ -246,7 +247,7 @@ fn quiet(cmd: &mut Command) -> bool {
 }
 
 /// Starts one rank; returns its exit status (128+N when killed by signal N).
-pub fn launch(a: &Args) -> Result<u8> {
+pub fn launch(a: &Cli) -> Result<u8> {
     let target = a.target.as_deref().context("no rootfs or image given")?;
     if a.command.is_empty() {
         bail!("no command given: usage is `hpc-rank [OPTIONS] ROOTFS|IMAGE COMMAND [ARGS...]`");
@@ -309,7 +310,7 @@ fn mount_private_scratch(scratch: &Path) -> Result<PathBuf> {
 }
 
 fn launch_runc(
-    a: &Args,
+    a: &Cli,
     target: &str,
     id: &str,
     ann: &BTreeMap<String, String>,
@@ -442,7 +443,7 @@ fn launch_runc(
 }
 
 fn launch_podman(
-    a: &Args,
+    a: &Cli,
     target: &str,
     id: &str,
     ann: &BTreeMap<String, String>,
@@ -575,7 +576,7 @@ fn have(bin: &Path) -> bool {
 
 /// Epilog: removes the containers of a job (`--cleanup-job`) and those whose launcher
 /// is gone (`--cleanup-stale`, and always with `--cleanup-job`).
-pub fn cleanup(a: &Args) -> Result<()> {
+pub fn cleanup(a: &Cli) -> Result<()> {
     let job = a.cleanup_job.as_deref().map(sanitize);
     let wanted = |id: &str, pid: Option<i32>| {
         job.as_ref()

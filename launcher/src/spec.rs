@@ -78,39 +78,7 @@ pub fn hosts_file(host_hosts: &str, nodename: &str) -> String {
     s
 }
 
-/// A user bind mount `SRC[:DST[:ro|rw]]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserBind {
-    pub src: PathBuf,
-    pub dst: String,
-    pub readonly: bool,
-}
-
-impl std::str::FromStr for UserBind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let (src, dst, mode) = match parts.as_slice() {
-            [a] => (*a, *a, "rw"),
-            [a, b] => (*a, *b, "rw"),
-            [a, b, m] => (*a, *b, *m),
-            _ => return Err(format!("--bind {s}: expected SRC[:DST[:ro|rw]]")),
-        };
-        if !src.starts_with('/') || !dst.starts_with('/') {
-            return Err(format!("--bind {s}: SRC and DST must be absolute paths"));
-        }
-        let readonly = match mode {
-            "ro" => true,
-            "rw" => false,
-            m => return Err(format!("--bind {s}: mode {m:?} is neither ro nor rw")),
-        };
-        Ok(UserBind {
-            src: src.into(),
-            dst: dst.into(),
-            readonly,
-        })
-    }
-}
+pub use hpc_rank::cli::UserBind;
 
 /// Everything config.json depends on.
 pub struct SpecInput<'a> {

@@ -4,8 +4,10 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Where the GPU facts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
     /// NVML (`libnvidia-ml.so.1`).
     Nvml,
@@ -23,7 +25,8 @@ impl fmt::Display for Source {
 }
 
 /// The driver and its GPUs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GpuFacts {
     /// Which backend found them.
     pub source: Source,
@@ -36,7 +39,8 @@ pub struct GpuFacts {
 }
 
 /// One physical GPU.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Gpu {
     /// NVML index (PCI bus order).
     pub index: u32,
@@ -55,7 +59,8 @@ pub struct Gpu {
 }
 
 /// One MIG device (a compute instance inside a GPU instance).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mig {
     /// Position among the parent's MIG devices (the `j` of the `i:j` name).
     pub index: u32,

@@ -4,6 +4,7 @@
 
 pub mod facts;
 pub mod files;
+pub mod helper;
 pub mod nvml;
 pub mod procfs;
 
@@ -53,6 +54,9 @@ pub enum DiscoveryMode {
 pub struct NvidiaOptions {
     /// `--nvml-lib`.
     pub nvml_lib: Option<PathBuf>,
+    /// Query NVML through this helper (`cdi-gen`, run as `nvml-facts` in a clean child
+    /// process) instead of loading it into this process (see [`helper`]).
+    pub nvml_helper: Option<PathBuf>,
     /// `--discovery`.
     pub mode: DiscoveryMode,
     /// Naming strategies, in order, deduplicated.
@@ -67,6 +71,7 @@ impl Default for NvidiaOptions {
     fn default() -> Self {
         NvidiaOptions {
             nvml_lib: None,
+            nvml_helper: None,
             mode: DiscoveryMode::Auto,
             strategies: vec![NameStrategy::Index, NameStrategy::Uuid],
             library_search_paths: Vec::new(),
@@ -129,6 +134,13 @@ pub fn discover(
         }
     };
     let facts = gpu_facts(roots, opts, cache.as_ref(), warnings)?;
+    tracing::debug!(
+        "NVIDIA facts from {}: driver {}, {} GPUs, {} MIG devices",
+        facts.source,
+        facts.driver_version.as_deref().unwrap_or("unknown"),
+        facts.gpus.len(),
+        facts.gpus.iter().map(|g| g.migs.len()).sum::<usize>()
+    );
     if facts.gpus.is_empty() {
         return Err(NvidiaError::NoGpus {
             backend: facts.source,
@@ -191,6 +203,10 @@ fn gpu_facts(
     cache: Option<&hooks_core::ldcache::LdCache>,
     warnings: &mut Vec<String>,
 ) -> Result<GpuFacts, NvidiaError> {
+    let query = |lib: &std::ffi::OsString| match &opts.nvml_helper {
+        Some(h) => helper::query(h, lib, helper::DEFAULT_HELPER_TIMEOUT),
+        None => nvml::discover(lib),
+    };
     let procfs = |nvml: Option<NvmlBackendError>| {
         procfs::gpus(roots).map_err(|source| NvidiaError::Procfs { source, nvml })
     };
@@ -198,11 +214,11 @@ fn gpu_facts(
         DiscoveryMode::Procfs => procfs(None),
         DiscoveryMode::Nvml => {
             let lib = nvml::library_path(roots, opts.nvml_lib.as_ref(), cache);
-            Ok(nvml::discover(&lib)?)
+            Ok(query(&lib)?)
         }
         DiscoveryMode::Auto => {
             let lib = nvml::library_path(roots, opts.nvml_lib.as_ref(), cache);
-            match nvml::discover(&lib) {
+            match query(&lib) {
                 Ok(f) => Ok(f),
                 Err(e) => {
                     warnings.push(format!(

@@ -47,6 +47,14 @@ pub enum NvmlBackendError {
         /// NVML's error.
         source: NvmlError,
     },
+    /// The NVML helper process (`cdi-gen nvml-facts`) failed.
+    #[error("NVML helper {helper} failed: {message}")]
+    Helper {
+        /// The helper's path.
+        helper: String,
+        /// Why.
+        message: String,
+    },
     /// NVML returned a value cdi-gen cannot use.
     #[error("NVML returned {what}")]
     Bad {

@@ -130,7 +130,10 @@ fn run(cmd: &mut Command) {
 fn stub_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Compiled per process: a directory left by an earlier process with the same pid
+        // would hand out stale stubs, so it is emptied first.
         let d = std::env::temp_dir().join(format!("cdi-gen-stubs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     })

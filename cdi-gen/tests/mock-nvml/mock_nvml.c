@@ -10,13 +10,18 @@
  *   gpu <index> <minor> <pci bus id> <uuid> <mig 0|1> <name...>
  *   mig <gpu index> <gi> <ci> <uuid>                (MIG devices, in NVML order)
  *
- * Without $MOCK_NVML_CONFIG, nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED, as the
- * real library does on a host whose kernel module is not loaded.
+ * Without $MOCK_NVML_CONFIG, the file mock-nvml.conf in the directory the library was
+ * loaded from is read (gpu-hook runs NVML in a child with a scrubbed environment); without
+ * either, nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED, as the real library does on a
+ * host whose kernel module is not loaded.
  * Build: gcc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 mock_nvml.c
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
 #define NVML_SUCCESS 0
@@ -72,7 +77,18 @@ static nvmlReturn_t copy_str(char *dst, unsigned int len, const char *src) {
 
 static nvmlReturn_t load_config(void) {
     const char *path = getenv("MOCK_NVML_CONFIG");
-    if (!path || !*path) return NVML_ERROR_DRIVER_NOT_LOADED;
+    char beside[4096];
+    if (!path || !*path) {
+        Dl_info info;
+        const char *slash;
+        if (!dladdr((void *)load_config, &info) || !info.dli_fname ||
+            !(slash = strrchr(info.dli_fname, '/')))
+            return NVML_ERROR_DRIVER_NOT_LOADED;
+        snprintf(beside, sizeof beside, "%.*s/mock-nvml.conf", (int)(slash - info.dli_fname),
+                 info.dli_fname);
+        if (access(beside, R_OK) != 0) return NVML_ERROR_DRIVER_NOT_LOADED;
+        path = beside;
+    }
     FILE *f = fopen(path, "r");
     if (!f) return NVML_ERROR_UNKNOWN;
     char line[512];

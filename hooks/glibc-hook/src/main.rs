@@ -4,20 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use glibc_hook::cli::Cli;
 use hooks_core::context::HookCtx;
 use hooks_core::glibc_plan::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
 
-/// OCI hook that injects the host glibc into containers annotated com.hooks.glibc.enabled=true
-/// when the host libraries mounted into them need it.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Host glibc files, `:`-separated (default: every glibc library in the host's ld.so.cache).
-    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
-    glibc_libs: String,
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Cli) -> anyhow::Result<()> {
     let Some(ctx) = HookCtx::from_stdin("glibc-hook", GLIBC_ANNOTATION)? else {
         return Ok(());
     };
@@ -28,7 +19,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -62,7 +62,7 @@ fn main() {
                 if source != "none" {
                     b.add_env("NVIDIA_VISIBLE_DEVICES=all");
                     let args = hook_args(&m, &dirs.display().to_string(), &["--source", source]);
-                    let mut env = hook_env(&m, b.hook_log());
+                    let mut env = hook_env(b.hook_log());
                     env.retain(|e| !e.starts_with("HPC_HOOKS_LOG_LEVEL"));
                     env.push("HPC_HOOKS_LOG_LEVEL=info".into());
                     add_raw_hook(&mut b, "createRuntime", hook_json(args, env));

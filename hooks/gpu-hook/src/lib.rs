@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod caps;
+pub mod cli;
 pub mod cuda;
 pub mod request;
 pub mod resolve;

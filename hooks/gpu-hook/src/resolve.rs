@@ -54,6 +54,9 @@ pub struct ResolveOptions {
     pub spec_dirs: Vec<PathBuf>,
     pub roots: Roots,
     pub nvml_lib: Option<PathBuf>,
+    /// `cdi-gen`, run as a clean child process to query NVML: the hook never loads
+    /// driver code itself (it is static and must stay single-threaded for `setns`).
+    pub nvml_helper: PathBuf,
     pub discovery: DiscoveryMode,
     /// Path of gpu-hook written into discovered specs' hooks.
     pub hook_path: String,
@@ -98,6 +101,7 @@ pub fn discover(
     if kind == NVIDIA_KIND {
         let nopts = NvidiaOptions {
             nvml_lib: opts.nvml_lib.clone(),
+            nvml_helper: Some(opts.nvml_helper.clone()),
             mode: opts.discovery,
             strategies,
             library_search_paths: Vec::new(),
@@ -170,6 +174,11 @@ pub fn resolve(names: &[String], opts: &ResolveOptions) -> Result<Resolved, Reso
     }
     let registry = Registry::from_specs(specs);
     let edits = cdi_specs::apply::collect_edits(&registry, names).map_err(|e| {
+        // The caller logs warnings only on success: here they explain the failure
+        // (e.g. NVML unusable, so no MIG UUIDs).
+        for w in &out.warnings {
+            tracing::warn!("{w}");
+        }
         let mut avail: Vec<&str> = registry.device_names().collect();
         avail.sort();
         ResolveError::Unresolvable {

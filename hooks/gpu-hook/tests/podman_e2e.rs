@@ -19,7 +19,7 @@ fn write_hooks_d(dir: &Path, m: &FakeMachine, spec_dirs: &str, extra: &[&str], l
     std::fs::create_dir_all(dir).unwrap();
     let doc = json!({
         "version": "1.0.0",
-        "hook": hook_json(hook_args(m, spec_dirs, extra), hook_env(m, log)),
+        "hook": hook_json(hook_args(m, spec_dirs, extra), hook_env(log)),
         "when": { "always": true },
         "stages": ["createRuntime"],
     });

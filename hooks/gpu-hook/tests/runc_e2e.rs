@@ -62,7 +62,7 @@ impl<'a> Case<'a> {
         let no_specs = scratch.subdir(&format!("{name}-nospecs"));
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         let args = hook_args(self.machine, &no_specs.display().to_string(), &extra);
-        let env = hook_env(self.machine, b.hook_log());
+        let env = hook_env(b.hook_log());
         if !self.no_inject {
             add_raw_hook(&mut b, self.stage, hook_json(args, env));
         }

@@ -7,40 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hooks_core::abi::CompatType;
 use hooks_core::context::{enabled, HookCtx};
 use hooks_core::glibc_plan::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
 use hooks_core::mpi::{plan_mpi, MpiConfig, MPI_ANNOTATION};
+use mpi_hook::cli::Cli;
 
-/// OCI hook that injects the host's MPI into containers annotated com.hooks.mpi.enabled=true.
-///
-/// Register it in hooks.d at createRuntime (or createContainer); the runtime passes the
-/// container state on stdin. Every option can also be given through the environment
-/// variable named in brackets, which is how hooks.d files configure it.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Host MPI libraries, `:`-separated (full paths).
-    #[arg(long, env = "MPI_LIBS", default_value = "")]
-    mpi_libs: String,
-    /// Host libraries the MPI needs (fabric, hwloc, ...), `:`-separated.
-    #[arg(long, env = "MPI_DEPENDENCY_LIBS", default_value = "")]
-    mpi_dependency_libs: String,
-    /// Host files, directories or device nodes mounted at the same path, `:`-separated.
-    #[arg(long, env = "BIND_MOUNTS", default_value = "")]
-    bind_mounts: String,
-    /// ABI check between host and image MPI: major, full, strict or dependencies.
-    #[arg(long, env = "MPI_COMPATIBILITY_TYPE", default_value = "major")]
-    mpi_compatibility_type: CompatType,
-    /// Host glibc files used when the glibc annotation is present (default: from the host's ld.so.cache).
-    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
-    glibc_libs: String,
-    /// Accepted for Sarus compatibility; the cache is written natively, no ldconfig runs.
-    #[arg(long, env = "LDCONFIG_PATH")]
-    ldconfig_path: Option<PathBuf>,
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Cli) -> anyhow::Result<()> {
     let Some(ctx) = HookCtx::from_stdin("mpi-hook", MPI_ANNOTATION)? else {
         return Ok(());
     };
@@ -84,7 +56,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1339,6 +1339,24 @@ pub fn hooked_env() -> HookedEnv {
     }
 }
 
+/// Whether the ELF file at `path` has a `PT_INTERP` program header (is dynamically linked).
+pub fn has_interpreter(path: &Path) -> bool {
+    let b = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(
+        b.len() >= 64 && b.starts_with(b"\x7fELF") && b[4] == 2 && b[5] == 1,
+        "{} is not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        o + 4 <= b.len() && u32_at(o) == 3 // PT_INTERP
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,24 +38,6 @@ use std::time::{Duration, Instant};
 
 const LIB_CONTAINER_PATH: &str = "/usr/lib/libhpc-preload-marker.so";
 
-/// Whether the ELF file at `path` has a `PT_INTERP` program header (is dynamically linked).
-fn has_interpreter(path: &Path) -> bool {
-    let b = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert!(
-        b.len() >= 64 && b.starts_with(b"\x7fELF") && b[4] == 2 && b[5] == 1,
-        "{} is not a 64-bit little-endian ELF file",
-        path.display()
-    );
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
-        o + 4 <= b.len() && u32_at(o) == 3 // PT_INTERP
-    })
-}
-
 /// Builds the marker library: its constructor appends `/proc/self/exe` to `marker`.
 fn build_marker_lib(dir: &Path, marker: &Path) -> PathBuf {
     let src = dir.join("marker.c");

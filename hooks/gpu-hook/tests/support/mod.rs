@@ -152,12 +152,29 @@ pub fn build_machine(spec: &MachineSpec) -> FakeMachine {
     for e in std::fs::read_dir(m.root.join("usr/bin")).unwrap().flatten() {
         std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // gpu-hook queries NVML through `cdi-gen nvml-facts` with a scrubbed environment, so
+    // the mock finds its machine description beside itself, not in $MOCK_NVML_CONFIG.
+    for dir in ["usr/lib/x86_64-linux-gnu", "usr/lib/i386-linux-gnu"] {
+        let d = m.root.join(dir);
+        if d.is_dir() {
+            std::fs::copy(&m.nvml_config, d.join("mock-nvml.conf")).unwrap();
+        }
+    }
     m
 }
 
-/// The gpu-hook binary built by cargo for this test.
+/// The cdi-gen binary gpu-hook runs for NVML (`--cdi-gen`).
+pub fn cdi_gen_bin() -> PathBuf {
+    e2e_tests::hook_bin_dir().join("cdi-gen")
+}
+
+/// The gpu-hook binary under test: the one in `$HPC_HOOKS_BIN_DIR` when set (run-all.sh
+/// points it at the static builds that are shipped), else the one cargo built for this test.
 pub fn gpu_hook_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gpu-hook"))
+    match std::env::var_os("HPC_HOOKS_BIN_DIR") {
+        Some(d) => PathBuf::from(d).join("gpu-hook"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_gpu-hook")),
+    }
 }
 
 /// gpu-hook's arguments for a fake machine (live discovery unless spec dirs are given).
@@ -172,16 +189,17 @@ pub fn hook_args(m: &FakeMachine, spec_dirs: &str, extra: &[&str]) -> Vec<String
         m.proc.display().to_string(),
         "--spec-dirs".into(),
         spec_dirs.to_string(),
+        "--cdi-gen".into(),
+        cdi_gen_bin().display().to_string(),
     ];
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
 
 /// gpu-hook's environment for a fake machine.
-pub fn hook_env(m: &FakeMachine, log: &Path) -> Vec<String> {
+pub fn hook_env(log: &Path) -> Vec<String> {
     vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        format!("MOCK_NVML_CONFIG={}", m.nvml_config.display()),
         "HPC_HOOKS_LOG_LEVEL=debug".into(),
         format!("HPC_HOOKS_LOG_FILE={}", log.display()),
     ]

@@ -1,0 +1,246 @@
+//! Command line of `cdi-gen` (clap derive) and its mapping to [`GenerateOptions`]. The
+//! help text is also the source of the man pages and shell completions (`xtask docs`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use cdi_specs::parse::Format;
+use cdi_specs::version::Version;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::edits::{HookConfig, HookKind, DEFAULT_HOOK_PATH};
+use crate::nvidia::{DiscoveryMode, NameStrategy, NvidiaOptions};
+use crate::{GenerateOptions, Roots, Vendor};
+
+/// Generates CDI specs for NVIDIA and AMD GPUs, lists and validates installed specs.
+///
+/// Exit codes: 0 ok; 1 a spec does not load (list, validate); 2 bad command line;
+/// 3 discovery failed; 4 the spec cannot be written; 5 --spec-version too old.
+///
+/// Without a subcommand, cdi-gen generates a spec (the same as `cdi-gen generate`), e.g.
+/// `cdi-gen --vendor nvidia --output /var/run/cdi/nvidia.yaml` (what the package's
+/// cdi-gen-refresh.service runs at boot and when the driver changes), then `podman run
+/// --device nvidia.com/gpu=all IMAGE`. NVIDIA facts come from NVML, or from procfs and
+/// sysfs without it; AMD GPUs from sysfs. The spec declares the minimum cdiVersion its
+/// content needs and references gpu-hook (--hook-path) for its create-symlinks,
+/// update-ldcache and enable-cuda-compat hooks. `list` and `validate` check installed
+/// specs the way engines load them.
+#[derive(Parser, Debug)]
+#[command(name = "cdi-gen", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub generate: GenerateArgs,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "warn", env = "CDI_GEN_LOG")]
+    pub log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate a spec (the default command).
+    Generate(Box<GenerateArgs>),
+    /// List the devices of the spec directories and every spec file that does not load.
+    List {
+        /// Spec directory, lowest priority first (default: /etc/cdi /var/run/cdi).
+        #[arg(long = "spec-dir")]
+        spec_dirs: Vec<PathBuf>,
+    },
+    /// Load spec files the way engines do; exit 1 with the reason when one does not load.
+    Validate {
+        /// Also fail specs declaring a newer cdiVersion (podman 4.x: 0.5.0).
+        #[arg(long, value_parser = parse_version)]
+        max_version: Option<Version>,
+        /// Spec files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print NVML's GPU facts as JSON (run by gpu-hook in a clean child process, so the
+    /// hook itself never loads driver code).
+    #[command(hide = true)]
+    NvmlFacts {
+        /// libnvidia-ml.so.1 to load (absolute path).
+        #[arg(long)]
+        nvml_lib: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum VendorArg {
+    Nvidia,
+    Amd,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum FormatArg {
+    Yaml,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum StrategyArg {
+    Index,
+    Uuid,
+    TypeIndex,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum HookArg {
+    CreateSymlinks,
+    UpdateLdcache,
+    EnableCudaCompat,
+    All,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum DiscoveryArg {
+    Auto,
+    Nvml,
+    Procfs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// GPU vendor.
+    #[arg(long, value_enum, default_value = "nvidia")]
+    pub vendor: VendorArg,
+    /// Class of the kind (`vendor/class`).
+    #[arg(long, default_value = "gpu")]
+    pub class: String,
+    /// Output format (default: from the --output extension, else yaml).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Write the spec here atomically (mode 0644) instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Root of the driver installation.
+    #[arg(long, default_value = "/")]
+    pub driver_root: PathBuf,
+    /// Root under which /dev is looked up (default: the driver root).
+    #[arg(long)]
+    pub dev_root: Option<PathBuf>,
+    /// Device naming: index (0, 0:1), uuid (GPU-..., MIG-...), type-index (gpu0, mig0:1);
+    /// repeatable (default: index and uuid).
+    #[arg(long = "device-name-strategy", value_enum)]
+    pub strategies: Vec<StrategyArg>,
+    /// Do not add the `all` device.
+    #[arg(long)]
+    pub no_all_device: bool,
+    /// Extra library directory inside the driver root; repeatable.
+    #[arg(long = "library-search-path")]
+    pub library_search_paths: Vec<PathBuf>,
+    /// Path of gpu-hook for the create-symlinks, update-ldcache and enable-cuda-compat hooks.
+    #[arg(long, default_value = DEFAULT_HOOK_PATH)]
+    pub hook_path: String,
+    /// Leave a hook out of the spec; repeatable. Without create-symlinks, SONAME paths
+    /// (libcuda.so.1) are bind mounts of the library instead.
+    #[arg(long = "disable-hook", value_enum)]
+    pub disable_hooks: Vec<HookArg>,
+    /// cdiVersion to declare (default: the minimum the content needs).
+    #[arg(long, value_parser = parse_version)]
+    pub spec_version: Option<Version>,
+    /// libnvidia-ml.so.1 to load (default: the driver root's, then the loader's).
+    #[arg(long)]
+    pub nvml_lib: Option<PathBuf>,
+    /// Where NVIDIA GPU facts come from: auto (NVML, else procfs/sysfs), nvml, procfs.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub discovery: DiscoveryArg,
+    /// sysfs root (tests).
+    #[arg(long, hide = true, default_value = "/sys", env = "CDI_GEN_SYSFS_ROOT")]
+    pub sysfs_root: PathBuf,
+    /// procfs root (tests).
+    #[arg(
+        long,
+        hide = true,
+        default_value = "/proc",
+        env = "CDI_GEN_PROCFS_ROOT"
+    )]
+    pub procfs_root: PathBuf,
+}
+
+/// Parses a `cdiVersion` option, refusing legacy versions.
+pub fn parse_version(s: &str) -> Result<Version, String> {
+    let v: Version = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_legacy() {
+        return Err(format!("cdiVersion {v} is legacy; use 0.3.0 or newer"));
+    }
+    Ok(v)
+}
+
+impl GenerateArgs {
+    /// The library options these arguments describe.
+    pub fn options(&self) -> GenerateOptions {
+        let mut strategies = Vec::new();
+        for s in &self.strategies {
+            let s = match s {
+                StrategyArg::Index => NameStrategy::Index,
+                StrategyArg::Uuid => NameStrategy::Uuid,
+                StrategyArg::TypeIndex => NameStrategy::TypeIndex,
+            };
+            if !strategies.contains(&s) {
+                strategies.push(s);
+            }
+        }
+        if strategies.is_empty() {
+            strategies = vec![NameStrategy::Index, NameStrategy::Uuid];
+        }
+        let mut disabled = HashSet::new();
+        for h in &self.disable_hooks {
+            match h {
+                HookArg::CreateSymlinks => {
+                    disabled.insert(HookKind::CreateSymlinks);
+                }
+                HookArg::UpdateLdcache => {
+                    disabled.insert(HookKind::UpdateLdcache);
+                }
+                HookArg::EnableCudaCompat => {
+                    disabled.insert(HookKind::EnableCudaCompat);
+                }
+                HookArg::All => {
+                    disabled.insert(HookKind::CreateSymlinks);
+                    disabled.insert(HookKind::UpdateLdcache);
+                    disabled.insert(HookKind::EnableCudaCompat);
+                }
+            }
+        }
+        GenerateOptions {
+            vendor: match self.vendor {
+                VendorArg::Nvidia => Vendor::Nvidia,
+                VendorArg::Amd => Vendor::Amd,
+            },
+            class: self.class.clone(),
+            format: self.format.map(|f| match f {
+                FormatArg::Yaml => Format::Yaml,
+                FormatArg::Json => Format::Json,
+            }),
+            output: self.output.clone(),
+            roots: Roots {
+                driver_root: self.driver_root.clone(),
+                dev_root: self
+                    .dev_root
+                    .clone()
+                    .unwrap_or_else(|| self.driver_root.clone()),
+                sys_root: self.sysfs_root.clone(),
+                proc_root: self.procfs_root.clone(),
+            },
+            all_device: !self.no_all_device,
+            spec_version: self.spec_version,
+            nvidia: NvidiaOptions {
+                nvml_lib: self.nvml_lib.clone(),
+                nvml_helper: None,
+                mode: match self.discovery {
+                    DiscoveryArg::Auto => DiscoveryMode::Auto,
+                    DiscoveryArg::Nvml => DiscoveryMode::Nvml,
+                    DiscoveryArg::Procfs => DiscoveryMode::Procfs,
+                },
+                strategies,
+                library_search_paths: self.library_search_paths.clone(),
+                hooks: HookConfig {
+                    path: self.hook_path.clone(),
+                    disabled,
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Command line of `glibc-hook` (clap derive). The option doubles as the environment
+//! variable that the hooks.d file sets; the help text is also the source of the man page.
+
+use clap::Parser;
+
+/// OCI hook that injects the host glibc into containers annotated com.hooks.glibc.enabled=true
+/// when the host libraries mounted into them need it.
+///
+/// glibc-hook is not run by hand: the container runtime starts it with the container state
+/// JSON on standard input. The package registers it through
+/// /usr/share/containers/oci/hooks.d/hpc-hooks-glibc.json (stage createRuntime), which runs
+/// it only for containers with the annotation com.hooks.glibc.enabled=true (`podman run
+/// --annotation com.hooks.glibc.enabled=true IMAGE CMD`, usually together with
+/// com.hooks.mpi.enabled=true) and sets its configuration in the hook's env. For any other
+/// container it exits 0 and touches nothing. Bare runc and crun do not read hooks.d: put
+/// the same hook (path, args, env) into the bundle's config.json.
+///
+/// It reads the image's glibc version without running anything and computes the newest
+/// GLIBC_x.y version that the host libraries mounted into the container need (whoever
+/// mounted them: mpi-hook, CDI, config.json mounts). Only when that exceeds the image's
+/// glibc does it bind each host glibc file read-only over the image's file of the same
+/// soname. A musl image, another architecture, a library needing GLIBC_PRIVATE or a host
+/// glibc older than the need make container creation fail.
+#[derive(Parser, Debug)]
+#[command(version)]
+#[command(after_long_help = "\
+Environment:
+  HPC_HOOKS_LOG_LEVEL
+      Log level: error, warn (default), info, debug or trace. The container annotation
+      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
+  HPC_HOOKS_LOG_FILE
+      File the log is appended to (crun and podman discard hook output; runc shows it
+      only when the hook fails).")]
+pub struct Cli {
+    /// Host glibc files, `:`-separated (default: every glibc library in the host's ld.so.cache).
+    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
+    pub glibc_libs: String,
+}

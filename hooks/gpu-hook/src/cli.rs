@@ -1,0 +1,157 @@
+//! Command line of `gpu-hook` (clap derive): the injecting hook's options and the
+//! subcommands CDI specs call. The help text is also the source of the man pages and the
+//! shell completions (`xtask docs`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::resolve::Source;
+
+/// OCI hook that gives containers the GPUs they request (createRuntime or createContainer;
+/// the runtime passes the container state on stdin). Options can also be set through the
+/// environment variables in brackets, which is how hooks.d files configure it.
+///
+/// gpu-hook is not run by hand: the container runtime starts it with the container state
+/// JSON on standard input. The package registers it through
+/// /usr/share/containers/oci/hooks.d/hpc-hooks-gpu.json (stage createRuntime) for every
+/// container ("when": {"always": true}), because the request lives in the container's
+/// environment, which hooks.d cannot match. It acts only on containers that ask for GPUs
+/// with NVIDIA_VISIBLE_DEVICES (else CUDA_VISIBLE_DEVICES) or ROCR_VISIBLE_DEVICES in
+/// process.env, or with CDI device names in cdi.k8s.io/* annotations; for any other
+/// container it exits 0 and touches nothing. NVIDIA_DRIVER_CAPABILITIES selects the driver
+/// files, NVIDIA_REQUIRE_CUDA is checked before anything is mounted (NVIDIA_DISABLE_REQUIRE
+/// skips the check). These are read from config.json as data, never as the hook's own
+/// environment. Bare runc and crun do not read hooks.d: put the same hook (path, args,
+/// env) into the bundle's config.json.
+///
+/// The request is resolved to CDI container edits from spec files or live discovery, then
+/// applied to the live container: device nodes and their device cgroup rules, read-only
+/// bind mounts of libraries, binaries and firmware, symlinks and the container's loader
+/// cache. When the injected libraries need a newer glibc than the image has, the host glibc
+/// is injected if the container is annotated com.hooks.glibc.enabled=true; otherwise
+/// container creation fails. The subcommands are the createContainer hooks that CDI specs
+/// written by cdi-gen reference.
+#[derive(Parser, Debug)]
+#[command(version)]
+#[command(after_long_help = "\
+Environment:
+  HPC_HOOKS_LOG_LEVEL
+      Log level: error, warn (default), info, debug or trace. The container annotation
+      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
+  HPC_HOOKS_LOG_FILE
+      File the log is appended to (crun and podman discard hook output; runc shows it
+      only when the hook fails).")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    /// Root of the driver installation (libraries, binaries, firmware).
+    #[arg(long, env = "GPU_HOOK_DRIVER_ROOT", default_value = "/", global = true)]
+    pub driver_root: PathBuf,
+    /// Root under which /dev is looked up (default: the driver root).
+    #[arg(long, env = "GPU_HOOK_DEV_ROOT", global = true)]
+    pub dev_root: Option<PathBuf>,
+    /// sysfs root (tests).
+    #[arg(
+        long,
+        env = "GPU_HOOK_SYSFS_ROOT",
+        default_value = "/sys",
+        global = true
+    )]
+    pub sysfs_root: PathBuf,
+    /// procfs root (tests).
+    #[arg(
+        long,
+        env = "GPU_HOOK_PROCFS_ROOT",
+        default_value = "/proc",
+        global = true
+    )]
+    pub procfs_root: PathBuf,
+    /// CDI spec directories, `:`-separated, lowest priority first.
+    #[arg(
+        long,
+        env = "GPU_HOOK_SPEC_DIRS",
+        default_value = "/etc/cdi:/var/run/cdi",
+        global = true
+    )]
+    pub spec_dirs: String,
+    /// Where device edits come from: spec files, live discovery, or auto (specs for the
+    /// kinds they define, discovery for the others).
+    #[arg(
+        long,
+        env = "GPU_HOOK_SOURCE",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub source: Source,
+    /// How NVIDIA facts are discovered: auto (NVML, else procfs/sysfs), nvml, procfs.
+    #[arg(
+        long,
+        env = "GPU_HOOK_DISCOVERY",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub discovery: Discovery,
+    /// Path of libnvidia-ml.so.1 (default: from the driver root).
+    #[arg(long, env = "GPU_HOOK_NVML_LIB", global = true)]
+    pub nvml_lib: Option<PathBuf>,
+    /// cdi-gen binary (absolute path) that queries NVML for the hook, in a child process
+    /// with a clean environment: the hook itself never loads driver libraries.
+    #[arg(
+        long = "cdi-gen",
+        env = "GPU_HOOK_CDI_GEN",
+        default_value = "/usr/bin/cdi-gen",
+        global = true
+    )]
+    pub cdi_gen: PathBuf,
+    /// Host glibc files for the glibc step, `:`-separated (default: from the host's ld.so.cache).
+    #[arg(long, env = "GLIBC_LIBS", default_value = "", global = true)]
+    pub glibc_libs: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Discovery {
+    Auto,
+    Nvml,
+    Procfs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create symlinks inside the container rootfs (CDI createContainer hook).
+    ///
+    /// Run by the container engine from a CDI spec, with the container state JSON on
+    /// standard input. Links are created inside the rootfs only: an identical link is
+    /// kept, a conflicting file or link is replaced, a directory is refused.
+    CreateSymlinks {
+        /// `TARGET::LINK`: LINK (absolute container path) will point at TARGET.
+        #[arg(long = "link")]
+        links: Vec<String>,
+    },
+    /// Add the libraries of container directories to the container's ld.so.cache,
+    /// natively (CDI createContainer hook).
+    ///
+    /// Run by the container engine from a CDI spec, with the container state JSON on
+    /// standard input. The cache is written natively (no ldconfig from the image runs) and
+    /// bound over the container's /etc/ld.so.cache.
+    UpdateLdcache {
+        /// Container directory whose libraries go into the cache (repeatable).
+        #[arg(long = "folder")]
+        folders: Vec<PathBuf>,
+        /// Accepted for compatibility; the cache is written natively, nothing runs.
+        #[arg(long)]
+        ldconfig_path: Option<PathBuf>,
+    },
+    /// Put the image's newer CUDA compat libraries first (CDI createContainer hook).
+    ///
+    /// Run by the container engine from a CDI spec, with the container state JSON on
+    /// standard input. When the image's /usr/local/cuda/compat/libcuda.so.VERSION is newer
+    /// than the host driver, that directory goes first in the container's loader cache.
+    EnableCudaCompat {
+        /// The host driver version (default: from the container's libcuda.so.1).
+        #[arg(long)]
+        host_driver_version: Option<String>,
+    },
+}

@@ -1,0 +1,60 @@
+//! Command line of `mpi-hook` (clap derive). Every option doubles as the environment
+//! variable that hooks.d files set; the help text is also the source of the man page.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use hooks_core::abi::CompatType;
+
+/// OCI hook that injects the host's MPI into containers annotated com.hooks.mpi.enabled=true.
+///
+/// Register it in hooks.d at createRuntime (or createContainer); the runtime passes the
+/// container state on stdin. Every option can also be given through the environment
+/// variable named in brackets, which is how hooks.d files configure it.
+///
+/// mpi-hook is not run by hand: the container runtime starts it with the container state
+/// JSON on standard input. The package registers it through
+/// /usr/share/containers/oci/hooks.d/hpc-hooks-mpi.json (stage createRuntime), which runs
+/// it only for containers with the annotation com.hooks.mpi.enabled=true (`podman run
+/// --annotation com.hooks.mpi.enabled=true IMAGE CMD`) and sets its configuration in the
+/// hook's env. For any other container it exits 0 and touches nothing. Bare runc and crun
+/// do not read hooks.d: put the same hook (path, args, env) into the bundle's config.json.
+///
+/// Each image MPI library is replaced by a read-only bind mount of the host library with
+/// the same linker name when the ABI check (MPI_COMPATIBILITY_TYPE) allows it; host
+/// libraries without a counterpart go to a private tmpfs and into a regenerated loader
+/// cache bound over the container's /etc/ld.so.cache. The job's PMIx directories named in
+/// the container's environment are bound too. When the injected libraries need a newer
+/// glibc than the image has, the host glibc is injected if the container is also annotated
+/// com.hooks.glibc.enabled=true; otherwise container creation fails with a message naming
+/// both versions. Nothing from the image is executed.
+#[derive(Parser, Debug)]
+#[command(version)]
+#[command(after_long_help = "\
+Environment:
+  HPC_HOOKS_LOG_LEVEL
+      Log level: error, warn (default), info, debug or trace. The container annotation
+      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
+  HPC_HOOKS_LOG_FILE
+      File the log is appended to (crun and podman discard hook output; runc shows it
+      only when the hook fails).")]
+pub struct Cli {
+    /// Host MPI libraries, `:`-separated (full paths).
+    #[arg(long, env = "MPI_LIBS", default_value = "")]
+    pub mpi_libs: String,
+    /// Host libraries the MPI needs (fabric, hwloc, ...), `:`-separated.
+    #[arg(long, env = "MPI_DEPENDENCY_LIBS", default_value = "")]
+    pub mpi_dependency_libs: String,
+    /// Host files, directories or device nodes mounted at the same path, `:`-separated.
+    #[arg(long, env = "BIND_MOUNTS", default_value = "")]
+    pub bind_mounts: String,
+    /// ABI check between host and image MPI: major, full, strict or dependencies.
+    #[arg(long, env = "MPI_COMPATIBILITY_TYPE", default_value = "major")]
+    pub mpi_compatibility_type: CompatType,
+    /// Host glibc files used when the glibc annotation is present (default: from the host's ld.so.cache).
+    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
+    pub glibc_libs: String,
+    /// Accepted for Sarus compatibility; the cache is written natively, no ldconfig runs.
+    #[arg(long, env = "LDCONFIG_PATH")]
+    pub ldconfig_path: Option<PathBuf>,
+}

@@ -1,0 +1,134 @@
+//! Command line of `hpc-rank` (clap derive), with the `--bind` value type. The help text
+//! is also the source of the man page and the shell completions (`xtask docs`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Container runtime used for the rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// runc as a direct child (the rank stays in the step's process tree).
+    Runc,
+    /// podman run (conmon leaves the process tree: use the epilog, see README).
+    Podman,
+}
+
+/// Start one MPI rank in a container with the hpc-hooks (host MPI, host glibc) enabled.
+///
+/// The rank gets the process-management environment (PMI_*, PMIX_*, SLURM_*, MPIR_*,
+/// HYDRA_*, MPI and fabric tuning variables), the PMI socket (`PMI_FD`, moved to fd 3),
+/// the host's /dev/shm, network, IPC and PID namespaces, and an /etc/hosts that resolves
+/// the node name. The container is removed when the rank exits, is signalled (SIGTERM,
+/// SIGINT, ... are forwarded) or the step is cancelled.
+///
+/// Typical use: `srun -n 64 --mpi=pmi2 hpc-rank /path/to/rootfs /app/bin/solver ARGS` or
+/// `mpiexec -n 4 hpc-rank /path/to/rootfs /app/bin/solver ARGS`; the ranks form one
+/// MPI_COMM_WORLD on the host MPI. The container is annotated com.hooks.mpi.enabled=true
+/// and com.hooks.glibc.enabled=true (unless --no-mpi or --no-glibc), so the mpi-hook and
+/// glibc-hook registered in the hooks.d directories run for it. As a Slurm Epilog,
+/// `hpc-rank --cleanup-job $SLURM_JOB_ID` removes whatever a cancelled job left behind.
+#[derive(Parser, Debug)]
+#[command(version, name = "hpc-rank")]
+#[command(after_long_help = "\
+Environment:
+  HPC_RANK_PODMAN_GLOBAL_OPTS
+      Extra podman global options, whitespace-separated (e.g. --runtime runc).
+  HPC_RANK_PODMAN_RUN_OPTS
+      Extra podman run options, whitespace-separated.
+
+Exit status:
+  The rank's exit status (128+N when it was killed by signal N); 125 when hpc-rank
+  itself fails.")]
+pub struct Cli {
+    /// Container runtime.
+    #[arg(long, env = "HPC_RANK_RUNTIME", value_enum, default_value = "runc")]
+    pub runtime: RuntimeKind,
+    /// hooks.d directories read for the hooks (runc: copied into config.json; podman:
+    /// passed as --hooks-dir). Later directories override files of the same name.
+    #[arg(
+        long = "hooks-dir",
+        env = "HPC_RANK_HOOKS_DIR",
+        value_delimiter = ':',
+        default_value = "/usr/share/containers/oci/hooks.d:/etc/containers/oci/hooks.d"
+    )]
+    pub hooks_dirs: Vec<PathBuf>,
+    /// Do not enable mpi-hook (annotation com.hooks.mpi.enabled).
+    #[arg(long)]
+    pub no_mpi: bool,
+    /// Do not enable glibc-hook (annotation com.hooks.glibc.enabled).
+    #[arg(long)]
+    pub no_glibc: bool,
+    /// Extra annotation KEY=VALUE (repeatable), e.g. com.hooks.logging.level=debug.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Extra environment variable KEY=VALUE for the rank (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Bind mount SRC[:DST[:ro|rw]] (repeatable; nosuid, nodev).
+    #[arg(long = "bind", short = 'b', value_name = "SRC[:DST[:ro|rw]]")]
+    pub binds: Vec<UserBind>,
+    /// Working directory inside the container.
+    #[arg(long, default_value = "/")]
+    pub workdir: String,
+    /// Seconds between a forwarded SIGTERM/SIGINT/SIGHUP and SIGKILL of the container.
+    #[arg(long, env = "HPC_RANK_KILL_GRACE", default_value_t = 5)]
+    pub kill_grace: u64,
+    /// Directory over which each rank mounts its private tmpfs (bundle, overlay upper
+    /// dir); the mount lives in the rank's own mount namespace only.
+    #[arg(long, env = "HPC_RANK_SCRATCH", default_value = "/run/hpc-rank")]
+    pub scratch: PathBuf,
+    /// runc binary.
+    #[arg(long, env = "HPC_RANK_RUNC", default_value = "runc")]
+    pub runc: PathBuf,
+    /// podman binary.
+    #[arg(long, env = "HPC_RANK_PODMAN", default_value = "podman")]
+    pub podman: PathBuf,
+    /// Epilog mode: remove every container of job JOBID (runc and podman), and every
+    /// stale hpc-rank container whose launcher is gone; then exit.
+    #[arg(long, value_name = "JOBID", conflicts_with = "target")]
+    pub cleanup_job: Option<String>,
+    /// Like --cleanup-job, for containers whose launcher process is gone (any job).
+    #[arg(long, conflicts_with = "target")]
+    pub cleanup_stale: bool,
+    /// Directory rootfs (runc; podman uses it through an overlay) or image (podman).
+    #[arg(required_unless_present_any = ["cleanup_job", "cleanup_stale"])]
+    pub target: Option<String>,
+    /// Command and arguments run in the container.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// A user bind mount `SRC[:DST[:ro|rw]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserBind {
+    pub src: PathBuf,
+    pub dst: String,
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for UserBind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [a] => (*a, *a, "rw"),
+            [a, b] => (*a, *b, "rw"),
+            [a, b, m] => (*a, *b, *m),
+            _ => return Err(format!("--bind {s}: expected SRC[:DST[:ro|rw]]")),
+        };
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(format!("--bind {s}: SRC and DST must be absolute paths"));
+        }
+        let readonly = match mode {
+            "ro" => true,
+            "rw" => false,
+            m => return Err(format!("--bind {s}: mode {m:?} is neither ro nor rw")),
+        };
+        Ok(UserBind {
+            src: src.into(),
+            dst: dst.into(),
+            readonly,
+        })
+    }
+}

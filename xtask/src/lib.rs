@@ -1,0 +1,5 @@
+//! Developer tasks of the hpc-hooks workspace, run as `cargo run -p xtask -- TASK`.
+//! [`docs`] writes the man pages and shell completions of the five binaries from their
+//! clap definitions (`<crate>::cli::Cli::command()`), for the Debian package.
+
+pub mod docs;
