@@ -94,6 +94,13 @@ for sec in 1 5 8; do
     chmod 0644 "$root/usr/share/man/man$sec/$(basename "$m").gz"
   done
 done
+# Hand-written pages for what clap does not describe: the configure tool and its file.
+for m in "$top"/packaging/man/*.[58]; do
+  sec=${m##*.}
+  d usr/share/man/man$sec
+  gzip -9n <"$m" >"$root/usr/share/man/man$sec/$(basename "$m").gz"
+  chmod 0644 "$root/usr/share/man/man$sec/$(basename "$m").gz"
+done
 install -m 0644 "$docs"/completions/bash/* "$root/usr/share/bash-completion/completions/"
 install -m 0644 "$docs"/completions/zsh/* "$root/usr/share/zsh/vendor-completions/"
 install -m 0644 "$docs"/completions/fish/* "$root/usr/share/fish/vendor_completions.d/"

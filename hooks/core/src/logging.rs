@@ -33,6 +33,15 @@ pub fn report_error(hook: &str, err: &dyn std::fmt::Display) {
 pub const LEVEL_ENV: &str = "HPC_HOOKS_LOG_LEVEL";
 pub const FILE_ENV: &str = "HPC_HOOKS_LOG_FILE";
 pub const LEVEL_ANNOTATION: &str = "com.hooks.logging.level";
+/// The logging part of every hook's `--help` and man page.
+pub const ENV_HELP: &str = "\
+Environment:
+  HPC_HOOKS_LOG_LEVEL
+      Log level: error, warn (default), info, debug or trace. The container annotation
+      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
+  HPC_HOOKS_LOG_FILE
+      File the log is appended to (crun and podman discard hook output; runc shows it
+      only when the hook fails).";
 
 /// Parses `error|warn|info|debug|trace` or Sarus's numbers (0 debug, 1 info, 2 warn, 3 error, 4 off).
 pub fn parse_level(s: &str) -> Option<LevelFilter> {

@@ -23,14 +23,7 @@ use clap::Parser;
 /// glibc older than the need make container creation fail.
 #[derive(Parser, Debug)]
 #[command(version)]
-#[command(after_long_help = "\
-Environment:
-  HPC_HOOKS_LOG_LEVEL
-      Log level: error, warn (default), info, debug or trace. The container annotation
-      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
-  HPC_HOOKS_LOG_FILE
-      File the log is appended to (crun and podman discard hook output; runc shows it
-      only when the hook fails).")]
+#[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     /// Host glibc files, `:`-separated (default: every glibc library in the host's ld.so.cache).
     #[arg(long, env = "GLIBC_LIBS", default_value = "")]

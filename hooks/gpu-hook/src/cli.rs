@@ -34,14 +34,7 @@ use crate::resolve::Source;
 /// written by cdi-gen reference.
 #[derive(Parser, Debug)]
 #[command(version)]
-#[command(after_long_help = "\
-Environment:
-  HPC_HOOKS_LOG_LEVEL
-      Log level: error, warn (default), info, debug or trace. The container annotation
-      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
-  HPC_HOOKS_LOG_FILE
-      File the log is appended to (crun and podman discard hook output; runc shows it
-      only when the hook fails).")]
+#[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Cmd>,

@@ -30,14 +30,7 @@ use hooks_core::abi::CompatType;
 /// both versions. Nothing from the image is executed.
 #[derive(Parser, Debug)]
 #[command(version)]
-#[command(after_long_help = "\
-Environment:
-  HPC_HOOKS_LOG_LEVEL
-      Log level: error, warn (default), info, debug or trace. The container annotation
-      com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or names) overrides it.
-  HPC_HOOKS_LOG_FILE
-      File the log is appended to (crun and podman discard hook output; runc shows it
-      only when the hook fails).")]
+#[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     /// Host MPI libraries, `:`-separated (full paths).
     #[arg(long, env = "MPI_LIBS", default_value = "")]

@@ -911,7 +911,8 @@ impl Drop for Bundle {
 /// One `podman run --rm` of a directory rootfs with runc and cgroupfs (see
 /// shared/reference/oci-hooks.md for why each flag is there).
 pub struct PodmanRun<'a> {
-    pub hooks_dir: &'a Path,
+    /// `--hooks-dir`; `None`: podman's default directories (what a package installs into).
+    pub hooks_dir: Option<&'a Path>,
     pub rootfs: &'a Path,
     pub annotations: Vec<(String, String)>,
     pub env: Vec<String>,
@@ -922,13 +923,19 @@ pub struct PodmanRun<'a> {
 impl<'a> PodmanRun<'a> {
     pub fn new(hooks_dir: &'a Path, rootfs: &'a Path, args: &[&str]) -> PodmanRun<'a> {
         PodmanRun {
-            hooks_dir,
+            hooks_dir: Some(hooks_dir),
             rootfs,
             annotations: Vec::new(),
             env: Vec::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log: None,
         }
+    }
+
+    /// No `--hooks-dir`: podman reads its default hooks.d directories.
+    pub fn default_hooks_dirs(mut self) -> Self {
+        self.hooks_dir = None;
+        self
     }
 
     pub fn annotate(mut self, k: &str, v: &str) -> Self {
@@ -957,21 +964,17 @@ impl<'a> PodmanRun<'a> {
     /// The podman command line (no timeout wrapper), for the benchmark.
     pub fn command(&self, name: &str) -> Command {
         let mut c = Command::new(require_command("podman"));
-        c.args([
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--hooks-dir",
-        ])
-        .arg(self.hooks_dir)
-        .args(["run", "--rm", "--name", name, "--network", "none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ]);
+        c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+        if let Some(d) = self.hooks_dir {
+            c.arg("--hooks-dir").arg(d);
+        }
+        c.args(["run", "--rm", "--name", name, "--network", "none"])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ]);
         for (k, v) in &self.annotations {
             c.arg("--annotation").arg(format!("{k}={v}"));
         }

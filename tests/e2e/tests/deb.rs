@@ -147,6 +147,8 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
         "/usr/share/man/man8/gpu-hook.8.gz",
         "/usr/share/man/man8/cdi-gen.8.gz",
         "/usr/share/man/man1/hpc-rank.1.gz",
+        "/usr/share/man/man8/hpc-hooks-configure.8.gz",
+        "/usr/share/man/man5/hpc-hooks.conf.5.gz",
     ] {
         let out = sh(&format!("zcat {m} | head -20"));
         assert!(out.contains(".TH"), "{m} is not a man page: {out}");
@@ -175,37 +177,23 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
 
     // The MPI scenario through the installed files: a plain podman run, annotations only.
     let scratch = Scratch::new("deb");
-    let podman = |name: &str, ov: &Overlay, annotate: bool| {
-        let mut c = Command::new(require_command("podman"));
-        c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
-            .args(["run", "--rm", "--name", name, "--network", "none"])
-            .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ]);
-        if annotate {
-            c.args(["--annotation", &format!("{MPI_ANNOTATION}=true")])
-                .args(["--annotation", &format!("{GLIBC_ANNOTATION}=true")]);
-        }
-        c.arg("--rootfs").arg(&ov.merged).arg(MPI_HELLO);
-        let out = run_cmd(c, RUN_TIMEOUT);
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "--ignore", name])
-            .output();
-        out
-    };
     let ov = Overlay::new(scratch.path(), "plain", &rootfs);
-    podman(&unique_id("deb-plain"), &ov, false).assert_mpich(
-        CONTAINER_MPICH_VERSION,
-        "installed package, no annotations: the image's MPICH",
-    );
+    PodmanRun::new(Path::new("/nonexistent"), &ov.merged, &[MPI_HELLO])
+        .default_hooks_dirs()
+        .run()
+        .assert_mpich(
+            CONTAINER_MPICH_VERSION,
+            "installed package, no annotations: the image's MPICH",
+        );
     let ov = Overlay::new(scratch.path(), "hooked", &rootfs);
-    podman(&unique_id("deb-hooked"), &ov, true).assert_mpich(
-        &host.version,
-        "installed package, annotations: the host's MPICH",
-    );
+    PodmanRun::new(Path::new("/nonexistent"), &ov.merged, &[MPI_HELLO])
+        .default_hooks_dirs()
+        .enable_hooks(true, true)
+        .run()
+        .assert_mpich(
+            &host.version,
+            "installed package, annotations: the host's MPICH",
+        );
 
     // Purge: everything the package and its scripts created is gone.
     let out = cmd("dpkg", &["--purge", PKG]);
