@@ -52,6 +52,36 @@ fn snapshot() -> BTreeSet<String> {
     out
 }
 
+/// The package's default hook log (`LOG_FILE` in hpc-hooks.conf), removed by purge.
+const LOG_FILE: &str = "/var/log/hpc-hooks.log";
+
+/// Moves a file away for the test and puts it back afterwards (also on failure).
+struct SetAside {
+    path: PathBuf,
+    saved: Option<PathBuf>,
+}
+impl SetAside {
+    fn new(path: &Path) -> SetAside {
+        let saved = path.exists().then(|| {
+            let to = path.with_extension(format!("log.deb-test-{}", std::process::id()));
+            std::fs::rename(path, &to)
+                .unwrap_or_else(|e| panic!("cannot move {} aside: {e}", path.display()));
+            to
+        });
+        SetAside {
+            path: path.to_path_buf(),
+            saved,
+        }
+    }
+}
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        if let Some(s) = &self.saved {
+            let _ = std::fs::rename(s, &self.path);
+        }
+    }
+}
+
 /// Purges the package if the test fails half-way, so later tests see a clean machine.
 struct PurgeOnDrop;
 impl Drop for PurgeOnDrop {
@@ -107,6 +137,9 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
         }
     }
 
+    // A log from hooks installed otherwise (benchmarks, install.sh) is set aside, so that
+    // purge, which removes the package's log, can be checked to leave nothing else.
+    let _log = SetAside::new(Path::new(LOG_FILE));
     let before = snapshot();
     let _purge = PurgeOnDrop;
     let out = cmd("dpkg", &["-i", deb.to_str().unwrap()]);
