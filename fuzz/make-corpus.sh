@@ -20,7 +20,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 corpus=${FUZZ_CORPUS:-$here/corpus}
-targets=(state_json config_json ldcache elf cdi_spec mpi_libname)
+targets=(state_json config_json ldcache elf cdi_spec mpi_libname rank_conf)
 libdir=/usr/lib/x86_64-linux-gnu
 strict=0
 case "${1:-}" in
@@ -156,6 +156,9 @@ if [ -n "$deb" ]; then
     [ "$(chains "$deb/usr/lib/x86_64-linux-gnu" debian11-)" -gt 0 ] \
         || lack "MPI library symlinks in the Debian 11 rootfs" "$rootfs_hint"
 fi
+
+# --- rank_conf: this machine's /proc/self/cgroup (the committed seeds hold the configs) --
+seed /proc/self/cgroup rank_conf cgroup-self "Linux /proc"
 
 # --- config_json ---------------------------------------------------------------------
 for rt in runc crun; do

@@ -15,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 corpus=${FUZZ_CORPUS:-$here/corpus}
-all_targets=(state_json config_json ldcache elf cdi_spec mpi_libname)
+all_targets=(state_json config_json ldcache elf cdi_spec mpi_libname rank_conf)
 
 seconds=${1:-60}
 shift || true

@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# Installs the hpc-hooks binaries and their podman hooks.d files from a checkout (the
-# Debian package, packaging/deb/build-deb.sh, is the other way).
+# Installs the hpc-hooks binaries and their podman hooks.d files from a checkout, in the
+# same layout as the Debian package (packaging/deb/build-deb.sh, the other way):
+# the hooks and the Slurm Epilog in /usr/libexec/hpc-hooks, cdi-gen and hpc-rank in /usr/bin.
 #
-#   packaging/install.sh [--bin-dir DIR] [--libexec DIR] [--hooks-dir DIR]...
-#                        [--mpi-libs LIST] [--mpi-dependency-libs LIST] [--bind-mounts LIST]
-#                        [--compat major|full|strict|dependencies] [--log-level LEVEL]
-#                        [--log-file FILE] [--glibc-libs LIST] [--gpu auto|yes|no]
-#                        [--gpu-driver-root DIR] [--no-build]
+#   packaging/install.sh [--bins LIST] [--bin-dir DIR] [--libexec DIR] [--bindir DIR]
+#                        [--hooks-dir DIR]... [--mpi-libs LIST] [--mpi-dependency-libs LIST]
+#                        [--bind-mounts LIST] [--compat major|full|strict|dependencies]
+#                        [--log-level LEVEL] [--log-file FILE] [--glibc-libs LIST]
+#                        [--gpu auto|yes|no] [--gpu-driver-root DIR] [--no-build]
 #
-# Defaults: binaries (the three hooks, cdi-gen, hpc-rank) from target/release (built
-# unless --no-build) into /usr/libexec/hpc-hooks; then packaging/hpc-hooks-configure (what
-# the Debian package runs) writes the hooks.d files into /usr/share/containers/oci/hooks.d
-# (what podman 4.3 reads) and /etc/containers/oci/hooks.d (newer engines), with the
-# defaults of packaging/hpc-hooks.conf: MPI_LIBS from the host's ld.so.cache, their
-# dependencies minus glibc, UCX's plugin directory as BIND_MOUNTS, and gpu-hook's file
-# (run for every container, a no-op when nothing is requested) with --gpu yes, or with
-# --gpu auto (default) when the node has an NVIDIA driver or /dev/kfd. Every value can
-# be given explicitly.
+# --bins: comma-separated subset of mpi-hook,glibc-hook,gpu-hook,cdi-gen,hpc-rank (default
+# all five); exactly these are built (cargo build --release, into $CARGO_TARGET_DIR or
+# target/, unless --no-build) and installed from --bin-dir (default target/release; pass
+# the musl build directory for the static hooks). --libexec (hooks, Epilog) and --bindir
+# (cdi-gen, hpc-rank) change where. Then packaging/hpc-hooks-configure (what the Debian
+# package runs) writes the hooks.d files into /usr/share/containers/oci/hooks.d (what
+# podman 4.3 reads) and /etc/containers/oci/hooks.d (newer engines), with the defaults of
+# packaging/hpc-hooks.conf: MPI_LIBS from the host's ld.so.cache, their dependencies minus
+# glibc, UCX's plugin directory as BIND_MOUNTS, and gpu-hook's file (run for every
+# container, a no-op when nothing is requested) with --gpu yes, or with --gpu auto
+# (default) when the node has an NVIDIA driver or /dev/kfd. Every value can be given
+# explicitly. glibc-hook is always needed; mpi-hook when a host MPI is found or given;
+# gpu-hook and cdi-gen when the GPU file is written.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-bin_dir="$top/target/release"
+bin_dir="${CARGO_TARGET_DIR:-$top/target}/release"
 libexec=/usr/libexec/hpc-hooks
+bindir=/usr/bin
+bins_arg=mpi-hook,glibc-hook,gpu-hook,cdi-gen,hpc-rank
 hooks_dirs=()
 mpi_libs=""
 mpi_deps=""
@@ -37,6 +44,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --libexec) libexec=$2; shift 2 ;;
+    --bindir) bindir=$2; shift 2 ;;
+    --bins) bins_arg=$2; shift 2 ;;
     --hooks-dir) hooks_dirs+=("$2"); shift 2 ;;
     --mpi-libs) mpi_libs=$2; shift 2 ;;
     --mpi-dependency-libs) mpi_deps=$2; shift 2 ;;
@@ -48,30 +57,42 @@ while [ $# -gt 0 ]; do
     --gpu) gpu=$2; shift 2 ;;
     --gpu-driver-root) gpu_driver_root=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ ${#hooks_dirs[@]} -gt 0 ] || hooks_dirs=(/usr/share/containers/oci/hooks.d /etc/containers/oci/hooks.d)
 
-bins=(mpi-hook glibc-hook gpu-hook cdi-gen hpc-rank)
+IFS=, read -r -a bins <<<"$bins_arg"
+[ ${#bins[@]} -gt 0 ] || { echo "install.sh: --bins is empty" >&2; exit 2; }
+for b in "${bins[@]}"; do
+  case "$b" in
+    mpi-hook|glibc-hook|gpu-hook|cdi-gen|hpc-rank) ;;
+    *) echo "install.sh: --bins: unknown binary '$b' (one of mpi-hook,glibc-hook,gpu-hook,cdi-gen,hpc-rank)" >&2; exit 2 ;;
+  esac
+done
 if [ "$build" = 1 ]; then
-  (cd "$top" && cargo build --release $(printf -- '-p %s ' mpi-hook glibc-hook gpu-hook cdi-gen hpc-rank))
+  (cd "$top" && cargo build --release $(printf -- '-p %s ' "${bins[@]}"))
 fi
 for b in "${bins[@]}"; do
-  [ -x "$bin_dir/$b" ] || { echo "install.sh: $bin_dir/$b not found; build with 'cargo build --release' or pass --bin-dir" >&2; exit 1; }
+  [ -x "$bin_dir/$b" ] || { echo "install.sh: $bin_dir/$b not found; build it with 'cargo build --release -p $b', drop --no-build, or pass --bin-dir" >&2; exit 1; }
 done
 
 install -d -m 0755 "$libexec"
-for b in "${bins[@]}"; do install -m 0755 "$bin_dir/$b" "$libexec/"; done
-# Slurm Epilog that removes what a job's ranks left behind (see the README, Slurm section).
+for b in "${bins[@]}"; do
+  case "$b" in
+    *-hook) install -m 0755 "$bin_dir/$b" "$libexec/" ;;
+    *) install -d -m 0755 "$bindir"; install -m 0755 "$bin_dir/$b" "$bindir/" ;;
+  esac
+done
+# Slurm Epilog that removes what a job's ranks left behind (docs/hpc-rank.md, Slurm settings).
 install -m 0755 "$here/slurm/epilog-hpc-rank.sh" "$libexec/"
-echo "installed ${bins[*]} epilog-hpc-rank.sh into $libexec"
+echo "installed ${bins[*]} (hooks and epilog-hpc-rank.sh into $libexec, the others into $bindir)"
 
 # The hooks.d files: the same tool the Debian package runs, with this checkout's
 # templates and default configuration, and the values given here.
 args=(--config "$here/hpc-hooks.conf" --templates "$here/hooks.d" --libexec "$libexec"
-      --cdi-gen "$libexec/cdi-gen" --compat "$compat" --log-level "$log_level"
+      --cdi-gen "$bindir/cdi-gen" --compat "$compat" --log-level "$log_level"
       --log-file "$log_file" --gpu "$gpu" --gpu-driver-root "$gpu_driver_root")
 for d in "${hooks_dirs[@]}"; do args+=(--hooks-dir "$d"); done
 [ -z "$mpi_libs" ] || args+=(--mpi-libs "$mpi_libs")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, as root, on a Debian 12 machine prepared as
-# .ci/run does (runc, crun, podman, debootstrap, mpich, gcc, busybox-static):
+# .ci/run does (runc, crun, podman, debootstrap, mpich, gcc, busybox-static, lintian):
+#   0. runs the demo on the clean checkout and checks its results (demo/check-demo.sh);
 #   1. builds everything once (release, all targets), plus the shipped static hooks
-#      (x86_64-unknown-linux-musl) and the Debian package (packaging/deb/build-deb.sh);
+#      (x86_64-unknown-linux-musl) and the Debian package (packaging/deb/build-deb.sh),
+#      checked with lintian (no error, no warning);
 #      the tests run the static hooks (HPC_HOOKS_BIN_DIR=target/dist/bin);
 #   2. builds or reuses the cached Debian 11 + MPICH 3.4.1 test rootfs;
 #   3. runs the unit and crate tests of every crate but the e2e suite;
@@ -36,8 +38,15 @@ step() {
   fi
 }
 
+# The newcomer's first command, first, on the clean checkout (before anything else is
+# built): builds exactly what it installs and checks its three documented results.
+if [ "${HPC_HOOKS_DEMO_CHECKED:-0}" = 1 ]; then
+  echo "=== demo: already checked by .ci/run (HPC_HOOKS_DEMO_CHECKED=1)"
+else
+  step demo demo/check-demo.sh
+fi
 step build cargo build --release --workspace --all-targets
-if [ ${#failed[@]} -ne 0 ]; then
+if [[ " ${failed[*]} " == *" build "* ]]; then
   echo "run-all.sh: build failed, nothing else can run" >&2
   exit 1
 fi
@@ -57,6 +66,14 @@ mkdir -p "$target/deb"
 build_deb() { packaging/deb/build-deb.sh --hooks-bin-dir "$HPC_HOOKS_BIN_DIR" --bin-dir "$target/release" --out "$target/deb" >"$deb_log" 2>&1; local rc=$?; cat "$deb_log"; return $rc; }
 step deb build_deb
 export HPC_HOOKS_DEB=$(tail -1 "$deb_log")
+# The package a site admin installs: no lintian error or warning (the justified ones are
+# overridden in the package: packaging/deb/lintian-overrides, with the reason).
+lintian_deb() {
+  command -v lintian >/dev/null || { echo "run-all.sh: lintian is not installed (apt-get install lintian)" >&2; return 1; }
+  [ -f "$HPC_HOOKS_DEB" ] || { echo "run-all.sh: no .deb to check (the deb step failed)" >&2; return 1; }
+  lintian --fail-on error,warning --info "$HPC_HOOKS_DEB"
+}
+step lintian lintian_deb
 
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
 step unit-tests cargo test --release --workspace --exclude e2e-tests --lib --bins --tests

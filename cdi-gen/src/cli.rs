@@ -130,6 +130,14 @@ pub struct GenerateArgs {
     /// Extra library directory inside the driver root; repeatable.
     #[arg(long = "library-search-path")]
     pub library_search_paths: Vec<PathBuf>,
+    /// MPS pipe directory (the MPS daemon's CUDA_MPS_PIPE_DIRECTORY, in-root path) to mount
+    /// read-only into every GPU container. It must be a directory that is not group- or
+    /// world-writable; under /tmp, /var/tmp, /dev/shm or another world-writable directory
+    /// it must also be root-owned and reached without symlinks. Default: /tmp/nvidia-mps,
+    /// only when it is a real directory owned by root with mode 0755 (else left out with a
+    /// warning).
+    #[arg(long, value_name = "DIR")]
+    pub mps_pipe_dir: Option<PathBuf>,
     /// Path of gpu-hook for the create-symlinks, update-ldcache and enable-cuda-compat hooks.
     #[arg(long, default_value = DEFAULT_HOOK_PATH)]
     pub hook_path: String,
@@ -236,6 +244,7 @@ impl GenerateArgs {
                 },
                 strategies,
                 library_search_paths: self.library_search_paths.clone(),
+                mps_pipe_dir: self.mps_pipe_dir.clone(),
                 hooks: HookConfig {
                     path: self.hook_path.clone(),
                     disabled,

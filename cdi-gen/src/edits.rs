@@ -17,8 +17,14 @@ pub const DEFAULT_HOOK_PATH: &str = "/usr/libexec/hpc-hooks/gpu-hook";
 /// Mount options of read-only files (libraries, binaries, firmware, config files).
 pub const RO_OPTIONS: [&str; 4] = ["ro", "nosuid", "nodev", "bind"];
 
-/// Mount options of IPC sockets and directories.
-pub const SOCKET_OPTIONS: [&str; 5] = ["nosuid", "nodev", "rbind", "rprivate", "noexec"];
+/// Mount options of IPC sockets and the MPS pipe directory.
+///
+/// Read-only like every other mount cdi-gen writes: connect() on a unix socket and
+/// writing into a FIFO work through a read-only mount (only creating, removing,
+/// renaming and writing regular files are refused), so clients need nothing writable,
+/// and a read-only bind never lets a container change host files. `bind`, not `rbind`:
+/// nothing mounted below a socket directory is shared.
+pub const SOCKET_OPTIONS: [&str; 5] = ["ro", "nosuid", "nodev", "bind", "noexec"];
 
 /// The hooks a spec may reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

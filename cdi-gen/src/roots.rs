@@ -1,13 +1,34 @@
 //! The four roots every lookup goes through: the driver root (libraries, binaries,
 //! firmware, config files), the device root (`/dev`), and the sysfs and procfs roots.
-//! No other module builds a host path; tests point the roots at fake trees.
+//! No other module builds a host path; tests point the roots at fake trees. Under a
+//! world-writable directory no symlink is followed and only root's entries are used.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Largest number of symlinks followed while resolving one path (as the kernel's 40).
 const MAX_SYMLINKS: usize = 40;
+
+/// In-root directories treated as world-writable whatever their mode (in a driver root
+/// that is not `/` they may be plain directories, but on the host they are 1777).
+pub const WORLD_WRITABLE_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// Why a path inside a root was not used although it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsafe {
+    /// The in-root path as asked for.
+    pub path: String,
+    /// What is wrong and what the admin can change.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unsafe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: not used: {}", self.path, self.reason)
+    }
+}
 
 /// Where cdi-gen looks for the host's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +94,72 @@ impl Roots {
     /// absolute targets stay inside the root, `..` never leaves it. Returns the canonical
     /// in-root path (`/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14`), or `None` when a
     /// component does not exist or the symlinks loop.
+    ///
+    /// Under a world-writable directory ([`WORLD_WRITABLE_DIRS`], or any in-root directory
+    /// with the o+w bit) nothing is followed or trusted that a local user could have
+    /// planted: such a path is left out with a warning (see [`resolve_in_root_checked`]).
     pub fn resolve_in_driver_root(&self, path: &str) -> Option<String> {
-        resolve_in_root(&self.driver_root, path)
+        match resolve_in_root_checked(&self.driver_root, path) {
+            Ok(found) => found,
+            Err(u) => {
+                tracing::warn!("{u}");
+                None
+            }
+        }
+    }
+
+    /// [`Roots::resolve_in_driver_root`] that returns the refusal instead of logging it.
+    pub fn resolve_in_driver_root_checked(&self, path: &str) -> Result<Option<String>, Unsafe> {
+        resolve_in_root_checked(&self.driver_root, path)
     }
 }
 
-/// See [`Roots::resolve_in_driver_root`].
+/// See [`Roots::resolve_in_driver_root`]; unsafe paths are `None` (not logged).
 pub fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
+    resolve_in_root_checked(root, path).ok().flatten()
+}
+
+/// True when the in-root directory `dir` (host path `host`) is world-writable: one of
+/// [`WORLD_WRITABLE_DIRS`] by name, or a directory with the o+w bit.
+fn world_writable(dir: &str, host: &Path) -> bool {
+    WORLD_WRITABLE_DIRS.contains(&dir)
+        || std::fs::symlink_metadata(host)
+            .map(|m| m.is_dir() && m.permissions().mode() & 0o002 != 0)
+            .unwrap_or(false)
+}
+
+fn in_root(comps: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for c in comps {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(c));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Resolves `path` inside `root` like [`Roots::resolve_in_driver_root`]: `Ok(Some(path))`
+/// canonical in-root path, `Ok(None)` missing (or a symlink loop), `Err` when the path
+/// exists but crosses a world-writable directory unsafely. Below the first world-writable
+/// directory on the walk, every entry must be a real entry (no symlink is followed: any
+/// local user can plant `/tmp/x -> /etc`), owned by root (another user's entry there can
+/// impersonate a driver socket or directory), and the final entry, when a directory or a
+/// regular file, must not be group- or world-writable (a root-owned sticky directory on
+/// the way is fine: what lies below it must be root's too). The root itself is the
+/// admin's choice and not checked.
+pub fn resolve_in_root_checked(root: &Path, path: &str) -> Result<Option<String>, Unsafe> {
+    let refuse = |reason: String| Unsafe {
+        path: path.to_string(),
+        reason,
+    };
     // Components still to walk, last first (so pop() yields the next one).
     let mut todo: Vec<Vec<u8>> = split(path.as_bytes()).rev().collect();
     let mut done: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0usize;
+    // The first world-writable directory walked through (in-root path); stays set.
+    let mut tainted: Option<String> = None;
     while let Some(c) = todo.pop() {
         match c.as_slice() {
             b"." => continue,
@@ -93,17 +169,53 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
             }
             _ => {}
         }
+        if tainted.is_none() {
+            let parent = in_root(&done);
+            if world_writable(&parent, &host_path(root, &done)) {
+                tainted = Some(parent);
+            }
+        }
         done.push(c);
         let host = host_path(root, &done);
-        let meta = std::fs::symlink_metadata(&host).ok()?;
+        let meta = match std::fs::symlink_metadata(&host) {
+            Ok(m) => m,
+            Err(_) => return Ok(None),
+        };
+        if let Some(ww) = &tainted {
+            let here = in_root(&done);
+            if meta.file_type().is_symlink() {
+                return Err(refuse(format!(
+                    "{here} is a symlink under the world-writable directory {ww}, where any local user can plant one (e.g. pointing at /etc); cdi-gen does not follow it. Remove it, or let the service put its files outside world-writable directories (for MPS: CUDA_MPS_PIPE_DIRECTORY=/run/nvidia-mps and --mps-pipe-dir /run/nvidia-mps)"
+                )));
+            }
+            if meta.uid() != 0 {
+                return Err(refuse(format!(
+                    "{here} is owned by uid {}, not root, under the world-writable directory {ww}: another user's file there could impersonate the driver's. Have root own it, or move the service's files outside world-writable directories",
+                    meta.uid()
+                )));
+            }
+            let kind = meta.file_type();
+            if (kind.is_dir() || kind.is_file())
+                && meta.permissions().mode() & 0o022 != 0
+                && todo.is_empty()
+            {
+                return Err(refuse(format!(
+                    "{here} (mode {:o}) is group- or world-writable under the world-writable directory {ww}: other users could put their own files into it. Make it 0755 (chmod go-w)",
+                    meta.permissions().mode() & 0o7777
+                )));
+            }
+        }
         if !meta.file_type().is_symlink() {
             continue;
         }
         hops += 1;
         if hops > MAX_SYMLINKS {
-            return None;
+            return Ok(None);
         }
-        let target = std::fs::read_link(&host).ok()?;
+        let target = match std::fs::read_link(&host) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        };
         let target = target.as_os_str().as_bytes();
         done.pop();
         if target.starts_with(b"/") {
@@ -114,12 +226,15 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
     let mut out = String::new();
     for c in &done {
         out.push('/');
-        out.push_str(std::str::from_utf8(c).ok()?);
+        match std::str::from_utf8(c) {
+            Ok(s) => out.push_str(s),
+            Err(_) => return Ok(None),
+        }
     }
     if out.is_empty() {
         out.push('/');
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 fn split(p: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
@@ -176,6 +291,39 @@ mod tests {
         symlink("loop", r.join("loop")).unwrap();
         assert_eq!(resolve_in_root(r, "/loop"), None);
         assert_eq!(resolve_in_root(r, "/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn nothing_planted_under_world_writable_dirs_is_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        // An o+w directory that is not one of the named ones.
+        std::fs::create_dir_all(r.join("srv/drop")).unwrap();
+        std::fs::set_permissions(r.join("srv/drop"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        symlink("/etc", r.join("srv/drop/sock")).unwrap();
+        let e = resolve_in_root_checked(r, "/srv/drop/sock").unwrap_err();
+        assert!(
+            e.reason.starts_with(
+                "/srv/drop/sock is a symlink under the world-writable directory /srv/drop"
+            ),
+            "{e}"
+        );
+        assert_eq!(resolve_in_root(r, "/srv/drop/sock"), None);
+        // Missing stays missing (no warning), and symlinks elsewhere are still followed.
+        assert_eq!(resolve_in_root_checked(r, "/tmp/nvidia-mps"), Ok(None));
+        symlink("srv", r.join("opt")).unwrap();
+        assert_eq!(
+            resolve_in_root_checked(r, "/opt/drop").unwrap().as_deref(),
+            Some("/srv/drop")
+        );
+        // Another user's file there.
+        std::fs::write(r.join("srv/drop/f"), "").unwrap();
+        std::os::unix::fs::chown(r.join("srv/drop/f"), Some(1000), None).unwrap();
+        let e = resolve_in_root_checked(r, "/srv/drop/f").unwrap_err();
+        assert!(e.reason.contains("is owned by uid 1000, not root"), "{e}");
     }
 
     #[test]

@@ -286,3 +286,83 @@ fn podman_runs_generated_spec() {
     assert!(o.contains("dlopen libcuda.so.1 ok"), "{o}");
     drop(installed);
 }
+
+/// Issue 18 item 2 with podman applying the spec itself: a root-owned MPS pipe directory
+/// is shared read-only (a container cannot write into it); once a user has replaced it
+/// with `tmp/nvidia-mps -> <secret host dir>`, a regenerated spec has no such mount and
+/// the container sees nothing of the secret directory.
+#[test]
+fn podman_planted_mps_symlink_is_not_shared() {
+    use std::os::unix::fs::PermissionsExt;
+    const TOKEN: &str = "SECRET-HOST-HASH-51ab";
+    let m = FakeMachine::build(&MachineSpec::nvidia(1));
+    let secret = m.root.parent().unwrap().join("secret-host-dir");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("shadow"), format!("root:{TOKEN}\n")).unwrap();
+    let tmp = m.root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mps = tmp.join("nvidia-mps");
+    std::fs::create_dir(&mps).unwrap();
+    std::fs::set_permissions(&mps, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(mps.join("control"), "").unwrap();
+    let class = format!("gpu-mps-{}", std::process::id());
+    let generate = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_cdi-gen"))
+            .arg("--driver-root")
+            .arg(&m.root)
+            .arg("--sysfs-root")
+            .arg(&m.sys)
+            .arg("--procfs-root")
+            .arg(&m.proc)
+            .env("MOCK_NVML_CONFIG", &m.nvml_config)
+            .args(["--class", &class, "--disable-hook", "all"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (out.stdout, stderr)
+    };
+    std::fs::create_dir_all("/etc/cdi").unwrap();
+    let installed = Installed(PathBuf::from(format!(
+        "/etc/cdi/cdi-gen-e2e-mps-{}.yaml",
+        std::process::id()
+    )));
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(cached_rootfs())
+        .arg(&rootfs));
+    let device = format!("nvidia.com/{class}=all");
+    let script = "echo MPS:; ls /tmp/nvidia-mps 2>&1; cat /tmp/nvidia-mps/shadow 2>&1; touch /tmp/nvidia-mps/new 2>&1 && echo WROTE; dlopen-test libcuda.so.1; true";
+
+    // Root's directory: shared, read-only.
+    let (spec, _) = generate();
+    std::fs::write(&installed.0, &spec).unwrap();
+    let o = podman(&rootfs, &device, script);
+    assert!(o.contains("MPS:\ncontrol\n"), "{o}");
+    assert!(o.contains("Read-only file system"), "{o}");
+    assert!(!o.contains("WROTE") && !mps.join("new").exists(), "{o}");
+
+    // Replaced by a user's symlink to a secret directory: left out, with a warning.
+    std::fs::remove_dir_all(&mps).unwrap();
+    std::os::unix::fs::symlink(&secret, &mps).unwrap();
+    let (spec, stderr) = generate();
+    let text = String::from_utf8_lossy(&spec);
+    assert!(
+        !text.contains("nvidia-mps") && !text.contains("secret-host-dir"),
+        "{text}"
+    );
+    assert!(
+        stderr.contains("/tmp/nvidia-mps is a symlink under the world-writable directory /tmp"),
+        "{stderr}"
+    );
+    std::fs::write(&installed.0, &spec).unwrap();
+    let o = podman(&rootfs, &device, script);
+    assert!(!o.contains(TOKEN) && !o.contains("shadow\n"), "{o}");
+    assert!(
+        o.contains("dlopen libcuda.so.1 ok, cuInit=0"),
+        "control: {o}"
+    );
+}

@@ -33,9 +33,19 @@ pub enum RuntimeKind {
 #[command(after_long_help = "\
 Environment:
   HPC_RANK_PODMAN_GLOBAL_OPTS
-      Extra podman global options, whitespace-separated (e.g. --runtime runc).
+      Extra podman global options, whitespace-separated (e.g. --runtime runc); real root only.
   HPC_RANK_PODMAN_RUN_OPTS
-      Extra podman run options, whitespace-separated.
+      Extra podman run options, whitespace-separated; real root only.
+
+Privileges:
+  hpc-rank refuses to run with privileges another user handed it (setuid, setgid, file
+  capabilities, sudo: SUDO_UID/SUDO_USER set) unless /etc/hpc-hooks/hpc-rank.conf
+  (root-owned, not group/world-writable) names its parent process in allow_wrapper=PATH;
+  through such a wrapper --bind, --annotation, --cleanup-* and --env HPC_HOOKS_*,
+  NVIDIA_*, CUDA_*, LD_* are refused. --runc, --podman, --hooks-dir, --scratch and the
+  HPC_RANK_PODMAN_*_OPTS variables are for the real root only. runc and podman are never
+  looked up in PATH. Ranks' cgroups are created under hpc-rank's own cgroup (the job
+  step's), in hpc-rank/<container id>.
 
 Exit status:
   The rank's exit status (128+N when it was killed by signal N); 125 when hpc-rank
@@ -46,6 +56,7 @@ pub struct Cli {
     pub runtime: RuntimeKind,
     /// hooks.d directories read for the hooks (runc: copied into config.json; podman:
     /// passed as --hooks-dir). Later directories override files of the same name.
+    /// Only the real root may change it (the hooks run as root).
     #[arg(
         long = "hooks-dir",
         env = "HPC_RANK_HOOKS_DIR",
@@ -75,15 +86,17 @@ pub struct Cli {
     #[arg(long, env = "HPC_RANK_KILL_GRACE", default_value_t = 5)]
     pub kill_grace: u64,
     /// Directory over which each rank mounts its private tmpfs (bundle, overlay upper
-    /// dir); the mount lives in the rank's own mount namespace only.
+    /// dir); the mount lives in the rank's own mount namespace only. Real root only.
     #[arg(long, env = "HPC_RANK_SCRATCH", default_value = "/run/hpc-rank")]
     pub scratch: PathBuf,
-    /// runc binary.
-    #[arg(long, env = "HPC_RANK_RUNC", default_value = "runc")]
-    pub runc: PathBuf,
-    /// podman binary.
-    #[arg(long, env = "HPC_RANK_PODMAN", default_value = "podman")]
-    pub podman: PathBuf,
+    /// runc binary, an absolute path; real root only. Default: `runc=` in
+    /// /etc/hpc-hooks/hpc-rank.conf, else /usr/sbin/runc or /usr/bin/runc (never PATH).
+    #[arg(long, env = "HPC_RANK_RUNC", value_name = "PATH")]
+    pub runc: Option<PathBuf>,
+    /// podman binary, an absolute path; real root only. Default: `podman=` in
+    /// /etc/hpc-hooks/hpc-rank.conf, else /usr/bin/podman (never PATH).
+    #[arg(long, env = "HPC_RANK_PODMAN", value_name = "PATH")]
+    pub podman: Option<PathBuf>,
     /// Epilog mode: remove every container of job JOBID (runc and podman), and every
     /// stale hpc-rank container whose launcher is gone; then exit.
     #[arg(long, value_name = "JOBID", conflicts_with = "target")]

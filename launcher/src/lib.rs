@@ -1,5 +1,7 @@
-//! hpc-rank's library side: the command-line definition ([`cli`]), so that tools such as
-//! `xtask docs` can build the man page and shell completions from `cli::Cli::command()`.
-//! Launching and cleanup live in the binary (`src/main.rs`, `src/run.rs`).
+//! hpc-rank's library side: the command-line definition ([`cli`], also used by `xtask docs`
+//! for the man page and completions), the privilege rules ([`privilege`]) and the rank
+//! cgroup placement ([`cgroup`]). Launching and cleanup live in the binary (`src/run.rs`).
 
+pub mod cgroup;
 pub mod cli;
+pub mod privilege;

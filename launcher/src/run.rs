@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::io::RawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,7 +14,9 @@ use nix::sched::{unshare, CloneFlags};
 
 use crate::hooksd;
 use crate::spec::{self, SpecInput};
+use hpc_rank::cgroup;
 use hpc_rank::cli::{Cli, RuntimeKind};
+use hpc_rank::privilege::{self, Caller, Config, RankUser};
 
 const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
 const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
@@ -22,6 +24,9 @@ const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
 pub const ID_PREFIX: &str = "hpcrank-";
 const JOB_LABEL: &str = "io.hpc-rank.job";
 const PID_LABEL: &str = "io.hpc-rank.pid";
+/// PATH given to the runtimes: they and their helpers are never looked up in the
+/// caller's PATH.
+const RUNTIME_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// fd number of the PMI socket inside the container.
 const CONTAINER_PMI_FD: RawFd = 3;
 
@@ -143,6 +148,7 @@ fn all_watched() -> libc::sigset_t {
 /// (if hpc-rank is killed, `runc run` forwards SIGTERM to the rank, which exits, and
 /// `runc run` then deletes the container as usual).
 fn spawn(mut cmd: Command, pmi: Option<RawFd>) -> Result<u32> {
+    cmd.env("PATH", RUNTIME_PATH);
     let what = format!("{cmd:?}");
     // SAFETY: getpid is always safe.
     let parent = unsafe { libc::getpid() };
@@ -238,7 +244,8 @@ fn reap_rest(max: Duration) {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
+    cmd.env("PATH", RUNTIME_PATH)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -246,12 +253,38 @@ fn quiet(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
+/// The runc binary: `--runc` (real root only, checked before), the config's, or a default.
+fn runc_bin(a: &Cli, cfg: &Config) -> Result<PathBuf, privilege::PrivilegeError> {
+    privilege::resolve_runtime(
+        "runc",
+        a.runc.as_deref(),
+        cfg.runc.as_deref(),
+        privilege::DEFAULT_RUNC,
+    )
+}
+
+/// The podman binary, like [`runc_bin`].
+fn podman_bin(a: &Cli, cfg: &Config) -> Result<PathBuf, privilege::PrivilegeError> {
+    privilege::resolve_runtime(
+        "podman",
+        a.podman.as_deref(),
+        cfg.podman.as_deref(),
+        privilege::DEFAULT_PODMAN,
+    )
+}
+
 /// Starts one rank; returns its exit status (128+N when killed by signal N).
-pub fn launch(a: &Cli) -> Result<u8> {
+pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
     let target = a.target.as_deref().context("no rootfs or image given")?;
     if a.command.is_empty() {
         bail!("no command given: usage is `hpc-rank [OPTIONS] ROOTFS|IMAGE COMMAND [ARGS...]`");
     }
+    let runtime = match a.runtime {
+        RuntimeKind::Runc => runc_bin(a, cfg)?,
+        RuntimeKind::Podman => podman_bin(a, cfg)?,
+    };
+    let user = privilege::rank_user(caller);
+    let wrapped = matches!(caller, Caller::Wrapper(_));
     let host_env: BTreeMap<String, String> = std::env::vars().collect();
     let id = container_id(&host_env, std::process::id());
     let ann = annotations(a)?;
@@ -267,8 +300,12 @@ pub fn launch(a: &Cli) -> Result<u8> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     match a.runtime {
-        RuntimeKind::Runc => launch_runc(a, target, &id, &ann, &host_env, pmi),
-        RuntimeKind::Podman => launch_podman(a, target, &id, &ann, &host_env, pmi),
+        RuntimeKind::Runc => launch_runc(
+            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, pmi,
+        ),
+        RuntimeKind::Podman => launch_podman(
+            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, pmi,
+        ),
     }
 }
 
@@ -276,6 +313,73 @@ fn check_overlay_path(p: &Path, what: &str) -> Result<()> {
     let s = p.to_string_lossy();
     if s.contains([',', ':', '\\']) {
         bail!("{what} {s} contains ',', ':' or '\\', which overlayfs options cannot express; use a path without them");
+    }
+    Ok(())
+}
+
+/// The job's PMIx directories, bound by root from paths in the caller's environment:
+/// not through a wrapper, where the caller could name directories they cannot reach
+/// (PMI-2, `srun --mpi=pmi2`, needs none).
+fn pmix_binds(
+    host_env: &BTreeMap<String, String>,
+    user: &RankUser,
+    wrapped: bool,
+) -> Vec<spec::UserBind> {
+    let binds = spec::pmix_binds(host_env, user.uid);
+    if wrapped && !binds.is_empty() {
+        eprintln!(
+            "hpc-rank: note: through a wrapper, the PMIx directories {} are not bound \
+             (use PMI-2: srun --mpi=pmi2)",
+            binds
+                .iter()
+                .map(|b| b.src.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Vec::new();
+    }
+    binds
+}
+
+fn open_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .with_context(|| format!("cannot open the rootfs {}", dir.display()))
+}
+
+/// Through a wrapper, hpc-rank (root) must not give its caller a directory the caller
+/// could not reach: `stat -L` run as the rank's user (no supplementary groups) must
+/// resolve `dir` to the inode of `fd`, opened before, so a swap in between is refused.
+fn check_caller_reaches(dir: &Path, fd: &std::fs::File, user: &RankUser) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fd
+        .metadata()
+        .with_context(|| format!("fstat {}", dir.display()))?;
+    let want = format!("{}:{}", m.dev(), m.ino());
+    let out = Command::new("/usr/bin/stat")
+        .args(["-L", "-c", "%d:%i", "--"])
+        .arg(dir)
+        .uid(user.uid)
+        .gid(user.gid)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("cannot run /usr/bin/stat as the caller to check the rootfs")?;
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || got != want {
+        bail!(
+            "rootfs {}: uid {} cannot reach it (or it changed while checked); through a \
+             wrapper, hpc-rank only uses a rootfs its caller can read: use a directory \
+             readable by uid {}",
+            dir.display(),
+            user.uid,
+            user.uid
+        );
     }
     Ok(())
 }
@@ -288,7 +392,9 @@ fn mount_private_scratch(scratch: &Path) -> Result<PathBuf> {
         )
     })?;
     unshare(CloneFlags::CLONE_NEWNS).context(
-        "unshare(CLONE_NEWNS) failed: hpc-rank must run as root (or with CAP_SYS_ADMIN) for runc",
+        "unshare(CLONE_NEWNS) failed: runc mode needs the real root; run hpc-rank as \
+         root, use --runtime podman (rootless), or ask the admin for a wrapper allowed in \
+         /etc/hpc-hooks/hpc-rank.conf (setuid, sudo and file capabilities are refused)",
     )?;
     mount(
         None::<&str>,
@@ -309,8 +415,12 @@ fn mount_private_scratch(scratch: &Path) -> Result<PathBuf> {
     Ok(scratch.to_path_buf())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn launch_runc(
     a: &Cli,
+    runc: &Path,
+    user: &RankUser,
+    wrapped: bool,
     target: &str,
     id: &str,
     ann: &BTreeMap<String, String>,
@@ -350,6 +460,16 @@ fn launch_runc(
         }
     }
     let base = mount_private_scratch(&a.scratch)?;
+    // Through a wrapper, the overlay is made from the very directory the caller was
+    // shown to reach (its descriptor), not from a path they could swap meanwhile. Opened
+    // in the rank's mount namespace: a mount of another namespace cannot be bound.
+    let lower_fd = if wrapped {
+        let f = open_dir(&lower)?;
+        check_caller_reaches(&lower, &f, user)?;
+        Some(f)
+    } else {
+        None
+    };
     check_overlay_path(&base, "scratch dir")?;
     let (bundle, upper, work, merged) = (
         base.join("bundle"),
@@ -360,9 +480,27 @@ fn launch_runc(
     for d in [&bundle, &upper, &work, &merged] {
         std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
     }
+    // Through a wrapper: the checked descriptor is bind-mounted into the private tmpfs
+    // (overlayfs refuses /proc/self/fd paths as lowerdir) and the overlay made from there.
+    let lower_opt = match &lower_fd {
+        Some(f) => {
+            let at = base.join("lower");
+            std::fs::create_dir_all(&at).with_context(|| format!("mkdir {}", at.display()))?;
+            mount(
+                Some(format!("/proc/self/fd/{}", f.as_raw_fd()).as_str()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot bind the rootfs {}", lower.display()))?;
+            at
+        }
+        None => lower.clone(),
+    };
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lower_opt.display(),
         upper.display(),
         work.display()
     );
@@ -393,14 +531,10 @@ fn launch_runc(
     let hosts_path = base.join("hosts");
     std::fs::write(&hosts_path, hosts).context("write the container's /etc/hosts")?;
     let resolv = Path::new("/etc/resolv.conf");
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    let groups = nix::unistd::getgroups()
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default();
+    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
     let env = spec::rank_env(host_env, &a.env, pmi.map(|_| CONTAINER_PMI_FD));
     let mut binds = a.binds.clone();
-    binds.extend(spec::pmix_binds(host_env, uid));
+    binds.extend(pmix_binds(host_env, user, wrapped));
     let cfg = spec::config_json(&SpecInput {
         rootfs: &merged,
         args: &a.command,
@@ -414,7 +548,9 @@ fn launch_runc(
         binds: &binds,
         annotations: ann,
         hooks: &hooks,
-        cgroups_path: format!("/hpc-rank/{id}"),
+        // Relative: runc creates it under its own (= hpc-rank's, the job step's) cgroup
+        // in every hierarchy, so the step's limits apply to the rank.
+        cgroups_path: cgroup::runc_cgroups_path(id),
     });
     std::fs::write(
         bundle.join("config.json"),
@@ -422,42 +558,83 @@ fn launch_runc(
     )
     .context("write config.json")?;
 
-    let mut cmd = Command::new(&a.runc);
+    let mut cmd = Command::new(runc);
     cmd.arg("run");
     if pmi.is_some() {
         cmd.args(["--preserve-fds", "1"]);
     }
     cmd.arg("--bundle").arg(&bundle).arg(id);
     let child = spawn(cmd, pmi)?;
-    let runc = a.runc.clone();
     let kill_id = id.to_string();
     let code = supervise(child, Duration::from_secs(a.kill_grace), &move || {
-        quiet(Command::new(&runc).args(["kill", "--all", &kill_id, "KILL"]));
+        quiet(Command::new(runc).args(["kill", "--all", &kill_id, "KILL"]));
     });
     // The container may outlive `runc run` (runc killed, hook failure...): delete -f
     // kills what is left in its cgroup and removes runc's state.
-    quiet(Command::new(&a.runc).args(["delete", "-f", id]));
+    quiet(Command::new(runc).args(["delete", "-f", id]));
     reap_rest(Duration::from_secs(2));
     let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
     Ok(code)
 }
 
+/// podman's `--cgroup-parent` for a rootful rank: `<hpc-rank's own cgroup>/hpc-rank`.
+/// Needs podman's cgroupfs manager (with systemd, the parent must be a slice and the
+/// rank would leave the job step's cgroup): refused with a message otherwise.
+fn podman_cgroup_parent(podman: &Path, global: &[String]) -> Result<String> {
+    let own_text = std::fs::read_to_string("/proc/self/cgroup")
+        .context("cannot read /proc/self/cgroup to place the rank under the job's cgroup")?;
+    let own = cgroup::own_cgroup(&own_text).with_context(|| {
+        format!("no usable cgroup path in /proc/self/cgroup ({own_text:?}): cannot place the rank under the job's cgroup")
+    })?;
+    let out = Command::new(podman)
+        .args(global)
+        .args(["info", "--format", "{{.Host.CgroupManager}}"])
+        .env("PATH", RUNTIME_PATH)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {} info", podman.display()))?;
+    let manager = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if manager != "cgroupfs" {
+        bail!(
+            "podman's cgroup manager is {manager:?} ({}): hpc-rank puts each rank under its \
+             own cgroup ({own}, the job step's) so the job's limits apply, which needs the \
+             cgroupfs manager; set cgroup_manager = \"cgroupfs\" in containers.conf (or, as \
+             root, --cgroup-manager cgroupfs in HPC_RANK_PODMAN_GLOBAL_OPTS)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(cgroup::podman_parent(&own))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn launch_podman(
     a: &Cli,
+    podman: &Path,
+    user: &RankUser,
+    wrapped: bool,
     target: &str,
     id: &str,
     ann: &BTreeMap<String, String>,
     host_env: &BTreeMap<String, String>,
     pmi: Option<RawFd>,
 ) -> Result<u8> {
-    let mut cmd = Command::new(&a.podman);
+    let mut global: Vec<String> = Vec::new();
     for d in &a.hooks_dirs {
-        cmd.arg("--hooks-dir").arg(d);
+        global.push("--hooks-dir".into());
+        global.push(d.display().to_string());
     }
     if let Ok(extra) = std::env::var("HPC_RANK_PODMAN_GLOBAL_OPTS") {
-        cmd.args(extra.split_whitespace());
+        global.extend(extra.split_whitespace().map(str::to_string));
     }
+    let mut cmd = Command::new(podman);
+    cmd.args(&global);
     cmd.args(["run", "--rm", "--name", id]);
+    // Rootless podman creates no cgroups of its own on cgroup v1 and uses the user's
+    // systemd slice on v2: only a rootful rank is placed explicitly.
+    if nix::unistd::geteuid().is_root() {
+        cmd.arg("--cgroup-parent")
+            .arg(podman_cgroup_parent(podman, &global)?);
+    }
     cmd.arg("--label")
         .arg(format!("{JOB_LABEL}={}", job_id(host_env)));
     cmd.arg("--label")
@@ -510,8 +687,11 @@ fn launch_podman(
     if pmi.is_some() {
         cmd.args(["--preserve-fds", "1"]);
     }
-    let uid = nix::unistd::getuid().as_raw();
-    for b in a.binds.iter().chain(spec::pmix_binds(host_env, uid).iter()) {
+    for b in a
+        .binds
+        .iter()
+        .chain(pmix_binds(host_env, user, wrapped).iter())
+    {
         let mode = if b.readonly { "ro" } else { "rw" };
         cmd.arg("--volume")
             .arg(format!("{}:{}:{mode}", b.src.display(), b.dst));
@@ -520,17 +700,16 @@ fn launch_podman(
         cmd.args(extra.split_whitespace());
     }
     cmd.arg("--workdir").arg(&a.workdir);
-    cmd.arg("--user").arg(format!(
-        "{}:{}",
-        nix::unistd::getuid(),
-        nix::unistd::getgid()
-    ));
+    cmd.arg("--user").arg(format!("{}:{}", user.uid, user.gid));
     let p = Path::new(target);
     if p.is_dir() {
         let abs = p
             .canonicalize()
             .with_context(|| format!("rootfs {target}"))?;
         check_overlay_path(&abs, "rootfs")?;
+        if wrapped {
+            check_caller_reaches(&abs, &open_dir(&abs)?, user)?;
+        }
         // `:O`: podman mounts an overlay over the shared rootfs; it is never written.
         let mut r = OsString::from(abs.as_os_str());
         r.push(":O");
@@ -540,18 +719,18 @@ fn launch_podman(
     }
     cmd.args(&a.command);
     let child = spawn(cmd, pmi)?;
-    let podman = a.podman.clone();
     let kill_id = id.to_string();
     let code = supervise(child, Duration::from_secs(a.kill_grace), &move || {
-        quiet(Command::new(&podman).args(["kill", "-s", "KILL", &kill_id]));
+        quiet(Command::new(podman).args(["kill", "-s", "KILL", &kill_id]));
     });
-    quiet(Command::new(&a.podman).args(["rm", "-f", "-t", "0", "--ignore", id]));
+    quiet(Command::new(podman).args(["rm", "-f", "-t", "0", "--ignore", id]));
     reap_rest(Duration::from_secs(2));
     Ok(code)
 }
 
 fn lines(cmd: &mut Command) -> Vec<String> {
-    cmd.stdin(Stdio::null())
+    cmd.env("PATH", RUNTIME_PATH)
+        .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .ok()
@@ -576,7 +755,7 @@ fn have(bin: &Path) -> bool {
 
 /// Epilog: removes the containers of a job (`--cleanup-job`) and those whose launcher
 /// is gone (`--cleanup-stale`, and always with `--cleanup-job`).
-pub fn cleanup(a: &Cli) -> Result<()> {
+pub fn cleanup(a: &Cli, cfg: &Config) -> Result<()> {
     let job = a.cleanup_job.as_deref().map(sanitize);
     let wanted = |id: &str, pid: Option<i32>| {
         job.as_ref()
@@ -585,10 +764,12 @@ pub fn cleanup(a: &Cli) -> Result<()> {
     };
     let mut removed = Vec::new();
     let mut failed = Vec::new();
-    if have(&a.runc) {
-        for id in lines(Command::new(&a.runc).args(["list", "-q"])) {
+    let runc = runc_bin(a, cfg).ok().filter(|r| have(r));
+    let podman = podman_bin(a, cfg).ok().filter(|p| have(p));
+    if let Some(runc) = &runc {
+        for id in lines(Command::new(runc).args(["list", "-q"])) {
             if id.starts_with(ID_PREFIX) && wanted(&id, launcher_pid_of(&id)) {
-                if quiet(Command::new(&a.runc).args(["delete", "-f", &id])) {
+                if quiet(Command::new(runc).args(["delete", "-f", &id])) {
                     removed.push(format!("runc:{id}"));
                 } else {
                     failed.push(format!("runc:{id}"));
@@ -596,9 +777,9 @@ pub fn cleanup(a: &Cli) -> Result<()> {
             }
         }
     }
-    if have(&a.podman) {
+    if let Some(podman) = &podman {
         let fmt = format!("{{{{.Names}}}} {{{{index .Labels \"{PID_LABEL}\"}}}}");
-        for l in lines(Command::new(&a.podman).args([
+        for l in lines(Command::new(podman).args([
             "ps",
             "-a",
             "--filter",
@@ -611,7 +792,7 @@ pub fn cleanup(a: &Cli) -> Result<()> {
                 continue;
             };
             if wanted(name, pid) {
-                if quiet(Command::new(&a.podman).args(["rm", "-f", "-t", "0", name])) {
+                if quiet(Command::new(podman).args(["rm", "-f", "-t", "0", name])) {
                     removed.push(format!("podman:{name}"));
                 } else {
                     failed.push(format!("podman:{name}"));
@@ -619,8 +800,26 @@ pub fn cleanup(a: &Cli) -> Result<()> {
             }
         }
     }
+    // Rank cgroups live under each job step's cgroup (hpc-rank/<id>): those runc lost
+    // track of (state removed, launcher killed) are removed here, then their empty
+    // `hpc-rank` parents (which may block the step's own cgroup removal).
+    let ours = |n: &str| n.starts_with(ID_PREFIX) && wanted(n, launcher_pid_of(n));
+    for dir in cgroup::find_named(Path::new("/sys/fs/cgroup"), &ours, 12) {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => removed.push(format!("cgroup:{}", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push(format!("cgroup:{} ({e})", dir.display())),
+        }
+    }
+    let parent = |n: &str| n == cgroup::PARENT;
+    for dir in cgroup::find_named(Path::new("/sys/fs/cgroup"), &parent, 12) {
+        // podman's conmon cgroup sits next to the rank cgroups. Not empty (other ranks
+        // running) or already gone: left alone.
+        let _ = std::fs::remove_dir(dir.join("conmon"));
+        let _ = std::fs::remove_dir(&dir);
+    }
     for r in &removed {
-        eprintln!("hpc-rank: removed leftover container {r}");
+        eprintln!("hpc-rank: removed leftover {r}");
     }
     if !failed.is_empty() {
         bail!(

@@ -2,13 +2,15 @@
 # Builds the Debian package hpc-hooks_<version>-<rev>_<arch>.deb with dpkg-deb.
 #
 #   packaging/deb/build-deb.sh [--out DIR] [--hooks-bin-dir DIR] [--bin-dir DIR]
-#                              [--docs-dir DIR] [--revision N] [--allow-dynamic-hooks]
+#                              [--docs-dir DIR] [--revision N] [--maintainer 'NAME <EMAIL>']
+#                              [--allow-dynamic-hooks]
 #
 # Contents: the statically linked hooks (mpi-hook, glibc-hook, gpu-hook) in
 # /usr/libexec/hpc-hooks, cdi-gen and hpc-rank in /usr/bin, hpc-hooks-configure in
 # /usr/sbin, the default configuration /etc/hpc-hooks/hpc-hooks.conf (a conffile), the
 # hooks.d templates, the CDI refresh units and udev rule, the Slurm epilog, man pages and
-# bash/zsh/fish completions generated from the clap definitions, and the docs. The
+# bash/zsh/fish completions generated from the clap definitions, the docs (README.md,
+# docs/*.md, SECURITY.md) and lintian overrides (lintian-overrides, with reasons). The
 # maintainer scripts write the hooks.d files on configure (hpc-hooks-configure), remove
 # them on remove, and remove everything the package created on purge.
 # Defaults: hooks from target/x86_64-unknown-linux-musl/release, the rest from
@@ -16,6 +18,8 @@
 # (or taken from --docs-dir), output into target/deb. The hooks must be static (no
 # PT_INTERP): a dynamically linked hook would let an image's LD_PRELOAD run as root
 # (SECURITY.md); --allow-dynamic-hooks overrides that for development only.
+# Maintainer (control file and changelog): --maintainer, else "$DEBFULLNAME <$DEBEMAIL>",
+# else the project's address. `lintian` reports no error or warning (tests/run-all.sh).
 # Prints the path of the .deb on the last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +31,7 @@ bin=$top/target/release
 docs=
 revision=1
 allow_dynamic=0
+maintainer=
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
@@ -34,14 +39,27 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin=$2; shift 2 ;;
     --docs-dir) docs=$2; shift 2 ;;
     --revision) revision=$2; shift 2 ;;
+    --maintainer) maintainer=$2; shift 2 ;;
     --allow-dynamic-hooks) allow_dynamic=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 for c in dpkg-deb dpkg-shlibdeps gzip readelf; do
   command -v "$c" >/dev/null || die "$c not found: apt-get install dpkg-dev binutils gzip"
 done
+
+if [ -z "$maintainer" ]; then
+  if [ -n "${DEBEMAIL:-}" ]; then maintainer="${DEBFULLNAME:-hpc-hooks maintainers} <$DEBEMAIL>"
+  else maintainer="hpc-hooks maintainers <hpc-hooks-maintainers@lists.example.org>"; fi
+fi
+case "$maintainer" in
+  *'<'*@*'>'*) ;;
+  *) die "--maintainer '$maintainer' is not of the form 'NAME <EMAIL>'" ;;
+esac
+case "$maintainer" in
+  *@localhost*|*@*.localdomain*|*'<root@'*) die "--maintainer '$maintainer': give an address people can write to (lintian rejects root and localhost)" ;;
+esac
 
 version=$(awk -F'"' '/^\[workspace.package\]/{w=1} w && /^version *=/{print $2; exit}' "$top/Cargo.toml")
 [ -n "$version" ] || die "cannot read the workspace version from Cargo.toml"
@@ -104,20 +122,26 @@ done
 install -m 0644 "$docs"/completions/bash/* "$root/usr/share/bash-completion/completions/"
 install -m 0644 "$docs"/completions/zsh/* "$root/usr/share/zsh/vendor-completions/"
 install -m 0644 "$docs"/completions/fish/* "$root/usr/share/fish/vendor_completions.d/"
+# The docs keep their relative links: README.md beside docs/ (the units link docs/cdi-gen.md).
 install -m 0644 "$top/README.md" "$top/SECURITY.md" "$root/usr/share/doc/$pkg/"
-gzip -9n "$root/usr/share/doc/$pkg/README.md"
+d usr/share/doc/$pkg/docs
+install -m 0644 "$top"/docs/*.md "$root/usr/share/doc/$pkg/docs/"
+d usr/share/lintian/overrides
+install -m 0644 "$here/lintian-overrides" "$root/usr/share/lintian/overrides/$pkg"
 cat >"$root/usr/share/doc/$pkg/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: hpc-hooks
+
 Files: *
+Copyright: 2024-2026 the hpc-hooks authors
 License: Apache-2.0
  On Debian systems, the full text of the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
 EOF
-printf '%s (%s) unstable; urgency=medium\n\n  * Built from the hpc-hooks workspace.\n\n -- hpc-hooks maintainers <root@localhost>  %s\n' \
-  "$pkg" "$deb_version" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" \
+printf '%s (%s) unstable; urgency=medium\n\n  * Built from the hpc-hooks workspace.\n\n -- %s  %s\n' \
+  "$pkg" "$deb_version" "$maintainer" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" \
   | gzip -9n >"$root/usr/share/doc/$pkg/changelog.Debian.gz"
-chmod 0644 "$root/usr/share/doc/$pkg"/*
+chmod 0644 "$root/usr/share/doc/$pkg"/*.* "$root/usr/share/doc/$pkg"/copyright "$root/usr/share/doc/$pkg"/docs/*
 
 # Shared-library dependencies of the dynamically linked binaries (cdi-gen, hpc-rank).
 mkdir -p "$stage/shlibs/debian"
@@ -131,7 +155,7 @@ cat >"$root/DEBIAN/control" <<EOF
 Package: $pkg
 Version: $deb_version
 Architecture: $arch
-Maintainer: hpc-hooks maintainers <root@localhost>
+Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: $depends
 Recommends: podman | runc | crun
@@ -141,11 +165,11 @@ Priority: optional
 Homepage: https://example.invalid/hpc-hooks
 Description: OCI hooks and CDI generator for HPC and GPU containers
  mpi-hook, glibc-hook and gpu-hook are OCI hooks that inject the host's MPI,
- glibc and GPU libraries and devices into containers started by podman, runc or
- crun (hooks.d, annotations com.hooks.mpi.enabled / com.hooks.glibc.enabled).
- cdi-gen writes CDI specs for the node's NVIDIA and AMD GPUs; hpc-rank starts one
- MPI rank per container under Slurm or mpiexec. The hooks are statically linked
- and never execute anything from the image.
+ glibc and GPU libraries and devices into containers started by podman, runc
+ or crun (hooks.d; annotations com.hooks.mpi.enabled and
+ com.hooks.glibc.enabled). cdi-gen writes CDI specs for the node's NVIDIA and
+ AMD GPUs; hpc-rank starts one MPI rank per container under Slurm or mpiexec.
+ The hooks are statically linked and never execute anything from the image.
 EOF
 echo /etc/hpc-hooks/hpc-hooks.conf >"$root/DEBIAN/conffiles"
 for s in postinst prerm postrm; do install -m 0755 "$here/$s" "$root/DEBIAN/$s"; done

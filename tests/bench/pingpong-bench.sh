@@ -52,8 +52,8 @@ if [ -z "$hooks_dir" ]; then
   binds=()
   ucp=$(ldconfig -p | awk '/libucp\.so\.0 /{print $NF; exit}')
   if [ -n "$ucp" ] && [ -d "$(dirname "$ucp")/ucx" ]; then binds=(--bind-mounts "$(dirname "$ucp")/ucx"); fi
-  "$top/packaging/install.sh" --no-build --bin-dir "$bin_dir" --libexec "$work/libexec" \
-    --hooks-dir "$hooks_dir" --log-level warn --log-file "$work/hooks.log" "${binds[@]}" >"$work/install.log" 2>&1 \
+  "$top/packaging/install.sh" --no-build --bins mpi-hook,glibc-hook --gpu no --bin-dir "$bin_dir" \
+    --libexec "$work/libexec" --hooks-dir "$hooks_dir" --log-level warn --log-file "$work/hooks.log" "${binds[@]}" >"$work/install.log" 2>&1 \
     || { cat "$work/install.log" >&2; die "packaging/install.sh could not write the hooks.d files"; }
   # Only the two hooks this benchmark is about (install.sh may also write others).
   find "$hooks_dir" -name '*.json' ! -name hpc-hooks-mpi.json ! -name hpc-hooks-glibc.json -delete

@@ -1,10 +1,13 @@
 //! The driver's user-space files inside the driver root: every `lib*.so.<version>` in the
 //! driver's library directories (found through the root's ld.so.cache, the standard
 //! directories and `--library-search-path`, `vdpau/` included), binaries, IPC sockets,
-//! GSP firmware and Vulkan/EGL/OpenCL config files. Paths are canonical in-root paths.
+//! GSP firmware and Vulkan/EGL/OpenCL config files, and the MPS pipe directory when it is
+//! safe to share. Paths are canonical in-root paths; nothing planted under a
+//! world-writable directory is used (see [`crate::roots::resolve_in_root_checked`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use hooks_core::ldcache::LdCache;
 use thiserror::Error;
@@ -38,12 +41,16 @@ pub const BINARIES: [&str; 5] = [
 
 const BIN_DIRS: [&str; 5] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"];
 
-/// IPC sockets and directories mounted when present.
-pub const SOCKETS: [&str; 3] = [
+/// IPC sockets mounted when present (read-only: connect() needs no writable mount).
+pub const SOCKETS: [&str; 2] = [
     "/run/nvidia-persistenced/socket",
     "/run/nvidia-fabricmanager/socket",
-    "/tmp/nvidia-mps",
 ];
+
+/// The MPS control daemon's default pipe directory (`CUDA_MPS_PIPE_DIRECTORY`). It lies in
+/// world-writable `/tmp`, so it is used only when it is a real directory owned by root and
+/// not group- or world-writable; `--mps-pipe-dir` names another one.
+pub const DEFAULT_MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
 /// Graphics and compute config files mounted when present.
 pub const CONFIG_FILES: [&str; 9] = [
@@ -117,7 +124,7 @@ pub struct DriverFiles {
     pub libraries: Vec<Library>,
     /// Binaries.
     pub binaries: Vec<FileMount>,
-    /// IPC sockets.
+    /// IPC sockets, and the MPS pipe directory when it is safe to share.
     pub sockets: Vec<FileMount>,
     /// GSP firmware.
     pub firmware: Vec<FileMount>,
@@ -207,12 +214,14 @@ fn libcuda_version(name: &str) -> Option<&str> {
 }
 
 /// Finds the driver's files. `version` is the driver version when known; otherwise it is
-/// taken from the `libcuda.so.<version>` file found.
+/// taken from the `libcuda.so.<version>` file found. `mps_pipe_dir` is the admin's
+/// `--mps-pipe-dir` (None: [`DEFAULT_MPS_PIPE_DIR`] under the strict checks).
 pub fn discover(
     roots: &Roots,
     version: Option<&str>,
     search: &[PathBuf],
     cache: Option<&LdCache>,
+    mps_pipe_dir: Option<&Path>,
 ) -> Result<DriverFiles, FilesError> {
     let dirs = library_dirs(roots, search, cache);
     let listing: Vec<(String, Vec<String>)> = dirs
@@ -275,9 +284,11 @@ pub fn discover(
         });
     }
     let libraries = with_links(roots, libs, cache);
+    let mut sockets = existing(roots, &SOCKETS);
+    sockets.extend(mps_dir(roots, mps_pipe_dir));
     Ok(DriverFiles {
         binaries: binaries(roots),
-        sockets: existing(roots, &SOCKETS),
+        sockets,
         firmware: firmware(roots, &version),
         configs: existing(roots, &CONFIG_FILES),
         version,
@@ -375,6 +386,61 @@ fn existing(roots: &Roots, paths: &[&str]) -> Vec<FileMount> {
             })
         })
         .collect()
+}
+
+/// The MPS pipe directory to share, or None (with a warning saying why and what to change).
+///
+/// The default `/tmp/nvidia-mps` sits in world-writable `/tmp`: any local user can put a
+/// symlink there (a bind of any host directory) or their own directory (impersonating the
+/// MPS server to every GPU container). It is used only when it is a real directory, owned
+/// by root, not group- or world-writable. A directory the admin names with
+/// `--mps-pipe-dir` may have another owner (e.g. a dedicated MPS user) when it is outside
+/// world-writable directories; it must be a directory and not group- or world-writable.
+/// The spec mounts it read-only either way (see `SOCKET_OPTIONS`).
+pub fn mps_dir(roots: &Roots, named: Option<&Path>) -> Option<FileMount> {
+    let (path, default) = match named {
+        Some(p) => (p.to_string_lossy().into_owned(), false),
+        None => (DEFAULT_MPS_PIPE_DIR.to_string(), true),
+    };
+    let skip = |why: String| {
+        let hint = if default {
+            "; if MPS is used, run its control daemon as root with this directory 0755, or give it CUDA_MPS_PIPE_DIRECTORY=/run/nvidia-mps (a directory owned by root or the MPS user, mode 0755) and pass --mps-pipe-dir /run/nvidia-mps"
+        } else {
+            "; fix the directory or --mps-pipe-dir"
+        };
+        tracing::warn!("MPS pipe directory {path} left out of the spec: {why}{hint}");
+        None
+    };
+    let real = match roots.resolve_in_driver_root_checked(&path) {
+        Ok(Some(r)) => r,
+        Ok(None) if default => return None,
+        Ok(None) => return skip("it does not exist in the driver root".to_string()),
+        Err(u) => return skip(u.reason),
+    };
+    let host = roots.driver(&real);
+    let md = match std::fs::symlink_metadata(&host) {
+        Ok(m) => m,
+        Err(e) => return skip(format!("cannot stat {}: {e}", host.display())),
+    };
+    if !md.is_dir() {
+        return skip(format!("{real} is not a directory"));
+    }
+    if default && md.uid() != 0 {
+        return skip(format!(
+            "{real} is owned by uid {}, not root: a user's directory there can impersonate the MPS server to every GPU container",
+            md.uid()
+        ));
+    }
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return skip(format!(
+            "{real} (mode {mode:o}) is group- or world-writable: other users could put their own sockets into it (chmod go-w)"
+        ));
+    }
+    Some(FileMount {
+        host: real,
+        container: path,
+    })
 }
 
 fn firmware(roots: &Roots, version: &str) -> Vec<FileMount> {

@@ -63,6 +63,9 @@ pub struct NvidiaOptions {
     pub strategies: Vec<NameStrategy>,
     /// `--library-search-path` directories (in-root paths).
     pub library_search_paths: Vec<PathBuf>,
+    /// `--mps-pipe-dir`: the MPS pipe directory the admin vouches for (in-root path);
+    /// None: `/tmp/nvidia-mps` only when root-owned and not group/world-writable.
+    pub mps_pipe_dir: Option<PathBuf>,
     /// Hooks.
     pub hooks: HookConfig,
 }
@@ -75,6 +78,7 @@ impl Default for NvidiaOptions {
             mode: DiscoveryMode::Auto,
             strategies: vec![NameStrategy::Index, NameStrategy::Uuid],
             library_search_paths: Vec::new(),
+            mps_pipe_dir: None,
             hooks: HookConfig::default(),
         }
     }
@@ -151,6 +155,7 @@ pub fn discover(
         facts.driver_version.as_deref(),
         &opts.library_search_paths,
         cache.as_ref(),
+        opts.mps_pipe_dir.as_deref(),
     )?;
     let majors = match Majors::read(roots) {
         Ok(m) => m,

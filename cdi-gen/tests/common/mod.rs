@@ -325,7 +325,10 @@ impl FakeMachine {
         ] {
             write(&root.join("usr/bin").join(b), "#!/bin/sh\necho stub\n");
         }
-        write(&root.join("run/nvidia-persistenced/socket"), "");
+        // A real unix socket, as the daemon leaves it (gpu-hook checks the kind).
+        let sock = root.join("run/nvidia-persistenced/socket");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
         for fw in ["gsp_ga10x.bin", "gsp_tu10x.bin"] {
             write(
                 &root.join(format!("usr/lib/firmware/nvidia/{v}/{fw}")),

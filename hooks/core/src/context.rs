@@ -19,6 +19,65 @@ pub enum ContextError {
     Ns(#[from] crate::ns::NsError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error("{hook}: refusing to run: its environment sets {} to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json", .keys.join(", "))]
+    ContainerEnv { hook: String, keys: Vec<String> },
+}
+
+/// Configuration variables the hooks read from their environment (clap `env`), besides
+/// every `GPU_HOOK_*` variable.
+pub const CONFIG_ENV_KEYS: &[&str] = &[
+    "MPI_LIBS",
+    "MPI_DEPENDENCY_LIBS",
+    "BIND_MOUNTS",
+    "MPI_COMPATIBILITY_TYPE",
+    "GLIBC_LIBS",
+    "LDCONFIG_PATH",
+];
+
+/// The hook configuration variables whose value in `hook_env` equals the container's
+/// `process.env` entry: settings the container chose, when the runtime handed the hook
+/// the container's environment (a hook entry without `env`).
+pub fn config_from_container(
+    hook_env: &[(String, String)],
+    container_env: &[String],
+) -> Vec<String> {
+    let mut keys: Vec<String> = hook_env
+        .iter()
+        .filter(|(k, _)| CONFIG_ENV_KEYS.contains(&k.as_str()) || k.starts_with("GPU_HOOK_"))
+        .filter(|(k, v)| container_env.iter().any(|e| *e == format!("{k}={v}")))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Fails when a hook configuration variable of this process's environment equals the
+/// container's (see [`config_from_container`]).
+pub fn refuse_container_config(hook: &str, config: &BundleConfig) -> Result<(), ContextError> {
+    let container_env = config
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let hook_env: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let keys = config_from_container(&hook_env, &container_env);
+    if keys.is_empty() {
+        Ok(())
+    } else {
+        Err(ContextError::ContainerEnv {
+            hook: hook.to_string(),
+            keys,
+        })
+    }
 }
 
 /// Everything a hook knows about the container it runs for.
@@ -60,8 +119,15 @@ impl HookCtx {
         state: HookState,
         started: Instant,
     ) -> Result<Option<HookCtx>, ContextError> {
-        let config = BundleConfig::load(&state)?;
-        logging::init_from_env(hook, &config.annotations);
+        let config = match BundleConfig::load(&state) {
+            Ok(c) => c,
+            Err(e) => {
+                // Log to the admin's file (from the args) even when config.json is bad.
+                logging::init_for_container(hook, &state.id, None);
+                return Err(e.into());
+            }
+        };
+        logging::init_for_container(hook, &state.id, Some(&config));
         if !enabled(&config, activation) {
             tracing::debug!(
                 container = %state.id,
@@ -69,6 +135,7 @@ impl HookCtx {
             );
             return Ok(None);
         }
+        refuse_container_config(hook, &config)?;
         let ns = ns::enter_container_mount_ns(state.pid)?;
         tracing::debug!(container = %state.id, status = %state.status, ?ns, rootfs = %config.rootfs.display(), "{hook}: starting");
         let rootfs = Rootfs::open(&config.rootfs)?;
@@ -97,6 +164,45 @@ impl HookCtx {
             self.hook,
             self.state.id,
             self.started.elapsed().as_micros()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn settings_equal_to_the_containers_are_found() {
+        let hook = vec![
+            kv("PATH", "/bin"),
+            kv("BIND_MOUNTS", "/dev/sda"),
+            kv("MPI_LIBS", "/opt/mpi/libmpi.so.12"),
+            kv("GPU_HOOK_DRIVER_ROOT", "/evil"),
+        ];
+        let container = vec![
+            "PATH=/bin".to_string(),
+            "BIND_MOUNTS=/dev/sda".to_string(),
+            "MPI_LIBS=/other".to_string(),
+            "GPU_HOOK_DRIVER_ROOT=/evil".to_string(),
+        ];
+        // PATH is not a setting; MPI_LIBS differs (the hooks.d env, not the container's).
+        assert_eq!(
+            config_from_container(&hook, &container),
+            vec!["BIND_MOUNTS", "GPU_HOOK_DRIVER_ROOT"]
+        );
+        assert!(config_from_container(&hook, &[]).is_empty());
+        let e = ContextError::ContainerEnv {
+            hook: "mpi-hook".into(),
+            keys: vec!["BIND_MOUNTS".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "mpi-hook: refusing to run: its environment sets BIND_MOUNTS to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json"
         );
     }
 }

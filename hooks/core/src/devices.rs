@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::mountinfo::MountEntry;
 
@@ -103,13 +103,25 @@ fn member_ok(dir: &Path, pid: Option<u32>) -> bool {
         .unwrap_or(false)
 }
 
-fn join_cgroup(mount: &MountEntry, path: &str) -> PathBuf {
-    let rel = Path::new(path)
-        .strip_prefix(&mount.root)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| PathBuf::from(path.trim_start_matches('/')));
-    let rel = rel.strip_prefix("/").map(Path::to_path_buf).unwrap_or(rel);
-    mount.mount_point.join(rel)
+/// `path` (absolute in the hierarchy) under `mount_point`; `None` when it has `.` or
+/// `..` components, which could leave the hierarchy's mount.
+fn under_mount(mount_point: &Path, path: &Path) -> Option<PathBuf> {
+    let mut out = mount_point.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A `/proc/<pid>/cgroup` path (relative to the hierarchy root) under the mount of
+/// `mount`, whose own root may be a sub-directory of the hierarchy.
+fn join_cgroup(mount: &MountEntry, path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    under_mount(&mount.mount_point, p.strip_prefix(&mount.root).unwrap_or(p))
 }
 
 /// Finds the container's directory in the hierarchy `mount`, whose `/proc/<pid>/cgroup`
@@ -122,7 +134,7 @@ fn locate(
     let text = std::fs::read_to_string(&loc.proc_cgroup).map_err(|e| {
         DeviceError::CgroupNotFound(format!("cannot read {}: {e}", loc.proc_cgroup))
     })?;
-    let mut tried = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrl, path) = (
@@ -131,26 +143,36 @@ fn locate(
             parts.next().unwrap_or(""),
         );
         if select(ctrl) {
-            let dir = join_cgroup(mount, path);
+            let Some(dir) = join_cgroup(mount, path) else {
+                tried.push(format!("{path} (refused: `.` or `..` component)"));
+                continue;
+            };
             if member_ok(&dir, loc.member_pid) {
                 return Ok(dir);
             }
-            tried.push(dir);
+            tried.push(dir.display().to_string());
         }
     }
+    // The fallback: config.json's cgroupsPath (written by whoever made the bundle), held
+    // to the same rules: no way out of the hierarchy, and the container must be a member.
     if let Some(cp) = &loc.cgroups_path {
         if cp.starts_with('/') {
-            let dir = mount.mount_point.join(cp.trim_start_matches('/'));
-            if dir.is_dir() {
-                return Ok(dir);
+            match under_mount(&mount.mount_point, Path::new(cp)) {
+                None => tried.push(format!("cgroupsPath {cp} (refused: `.` or `..` component)")),
+                Some(dir) if loc.member_pid.is_some() && member_ok(&dir, loc.member_pid) => {
+                    return Ok(dir)
+                }
+                Some(dir) => tried.push(format!(
+                    "cgroupsPath {} (the container is not in its cgroup.procs)",
+                    dir.display()
+                )),
             }
-            tried.push(dir);
         }
     }
     Err(DeviceError::CgroupNotFound(format!(
-        "no directory in {} holds the container (tried {:?}); is the hook registered at createRuntime or createContainer?",
+        "no directory in {} holds the container (tried: {}); is the hook registered at createRuntime or createContainer?",
         mount.mount_point.display(),
-        tried
+        if tried.is_empty() { "none".to_string() } else { tried.join(", ") }
     )))
 }
 
@@ -182,6 +204,11 @@ pub fn allow_devices(
                     path: allow.clone(),
                     source,
                 })?;
+            tracing::warn!(
+                container = crate::logging::container_id().unwrap_or("?"),
+                "device grant: {d} rw for the container (cgroup v1 {})",
+                allow.display()
+            );
             done.push(format!("cgroup v1: '{rule}' -> {}", allow.display()));
         }
     }
@@ -189,6 +216,18 @@ pub fn allow_devices(
         // The unified hierarchy filters devices only through attached BPF programs.
         if let Ok(dir) = locate(loc, m, &|c| c.is_empty()) {
             let n = bpf::allow_in_cgroup(&dir, devs)?;
+            for d in devs {
+                tracing::warn!(
+                    container = crate::logging::container_id().unwrap_or("?"),
+                    "device grant: {d} rw for the container (cgroup v2 {}, {})",
+                    dir.display(),
+                    if n > 0 {
+                        format!("{n} device program(s) replaced")
+                    } else {
+                        "no device program attached: all devices already allowed".to_string()
+                    }
+                );
+            }
             if n > 0 {
                 done.push(format!(
                     "cgroup v2: replaced {n} device program(s) of {} to allow {}",
@@ -444,5 +483,120 @@ pub mod bpf {
             .map_err(|e| berr("attach the new program", e))?;
         }
         Ok(ids.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(mp: &Path, root: &str) -> MountEntry {
+        MountEntry {
+            id: 1,
+            parent: 0,
+            root: root.into(),
+            mount_point: mp.to_path_buf(),
+            fs_type: "cgroup".into(),
+            source: "cgroup".into(),
+            super_options: "rw,devices".into(),
+        }
+    }
+
+    /// A fake hierarchy: `<tmp>/hier/<member>/cgroup.procs` lists pid 42, and a
+    /// directory outside the hierarchy whose cgroup.procs lists it too.
+    fn fixture(proc_line: &str, cgroups_path: Option<&str>) -> (tempfile::TempDir, CgroupLocator) {
+        let t = tempfile::tempdir().unwrap();
+        let hier = t.path().join("hier");
+        std::fs::create_dir_all(hier.join("ctr")).unwrap();
+        std::fs::write(hier.join("ctr/cgroup.procs"), "1\n42\n").unwrap();
+        std::fs::create_dir_all(hier.join("other")).unwrap();
+        std::fs::write(hier.join("other/cgroup.procs"), "7\n").unwrap();
+        std::fs::create_dir_all(t.path().join("outside")).unwrap();
+        std::fs::write(t.path().join("outside/cgroup.procs"), "42\n").unwrap();
+        std::fs::write(t.path().join("pid-cgroup"), proc_line).unwrap();
+        let loc = CgroupLocator {
+            proc_cgroup: t.path().join("pid-cgroup").display().to_string(),
+            member_pid: Some(42),
+            cgroups_path: cgroups_path.map(String::from),
+        };
+        (t, loc)
+    }
+
+    fn devices(c: &str) -> bool {
+        c.split(',').any(|x| x == "devices")
+    }
+
+    #[test]
+    fn proc_cgroup_candidate_with_membership() {
+        let (t, loc) = fixture("5:devices:/ctr\n", None);
+        let m = mount(&t.path().join("hier"), "/");
+        assert_eq!(
+            locate(&loc, &m, &devices).unwrap(),
+            t.path().join("hier/ctr")
+        );
+    }
+
+    #[test]
+    fn dotdot_in_proc_cgroup_is_refused() {
+        let (t, loc) = fixture("5:devices:/../outside\n", None);
+        let m = mount(&t.path().join("hier"), "/");
+        let e = locate(&loc, &m, &devices).unwrap_err().to_string();
+        assert!(
+            e.contains("tried: /../outside (refused: `.` or `..` component)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cgroups_path_fallback_refuses_dotdot() {
+        let (t, loc) = fixture("5:devices:/gone\n", Some("/../outside"));
+        let m = mount(&t.path().join("hier"), "/");
+        let e = locate(&loc, &m, &devices).unwrap_err().to_string();
+        assert!(
+            e.contains("cgroupsPath /../outside (refused: `.` or `..` component)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cgroups_path_fallback_requires_membership() {
+        // A directory of the hierarchy that the container is not in: refused.
+        let (t, loc) = fixture("5:devices:/gone\n", Some("/other"));
+        let m = mount(&t.path().join("hier"), "/");
+        let e = locate(&loc, &m, &devices).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "cgroupsPath {} (the container is not in its cgroup.procs)",
+                t.path().join("hier/other").display()
+            )),
+            "{e}"
+        );
+        // Without a pid to check, the fallback is not used at all.
+        let (t, mut loc) = fixture("5:devices:/gone\n", Some("/ctr"));
+        loc.member_pid = None;
+        let m = mount(&t.path().join("hier"), "/");
+        assert!(locate(&loc, &m, &devices).is_err());
+        // The container's own directory: accepted.
+        let (t, loc) = fixture("5:devices:/gone\n", Some("/ctr"));
+        let m = mount(&t.path().join("hier"), "/");
+        assert_eq!(
+            locate(&loc, &m, &devices).unwrap(),
+            t.path().join("hier/ctr")
+        );
+    }
+
+    #[test]
+    fn mount_root_is_stripped() {
+        let (t, loc) = fixture("5:devices:/docker/abc/ctr\n", None);
+        let m = mount(&t.path().join("hier"), "/docker/abc");
+        assert_eq!(
+            locate(&loc, &m, &devices).unwrap(),
+            t.path().join("hier/ctr")
+        );
+        assert_eq!(
+            under_mount(Path::new("/m"), Path::new("/a/./b")),
+            Some(PathBuf::from("/m/a/b"))
+        );
+        assert_eq!(under_mount(Path::new("/m"), Path::new("/a/../../b")), None);
     }
 }

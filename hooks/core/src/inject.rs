@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -182,6 +182,10 @@ pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<Vec<String>, InjectError> {
             }
             BindKind::Device(d) => {
                 bind_file(rootfs, &b.host, &b.host, true, BindFlags::DEVICE)?;
+                tracing::warn!(
+                    "read-write host bind: device node {} ({d}) bound into the container at the same path (rw,dev,nosuid,noexec)",
+                    b.host.display()
+                );
                 devs.push(*d);
             }
             BindKind::Dir { devices } => {
@@ -195,6 +199,14 @@ pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<Vec<String>, InjectError> {
                 let what = format!("{} (directory)", b.host.display());
                 let re = || rootfs.resolve(&b.host).ok().map(OwnedFd::from);
                 mount::bind(src.as_fd(), target.as_fd(), flags, &what, &re)?;
+                if !flags.read_only {
+                    let list: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+                    tracing::warn!(
+                        "read-write host bind: directory {} bound into the container at the same path (rw,dev,nosuid,noexec) for its device nodes {}",
+                        b.host.display(),
+                        list.join(", ")
+                    );
+                }
                 devs.extend(devices.iter().copied());
             }
         }
@@ -209,6 +221,33 @@ pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<Vec<String>, InjectError> {
         log.extend(add_libraries(rootfs, &plan.add)?);
     }
     Ok(log)
+}
+
+/// Binds the host directory `src` (a descriptor the caller opened and checked, e.g. an
+/// `O_PATH` fd opened without following symlinks) at the same `path` in the container,
+/// read-only, `nosuid,nodev,noexec` ([`BindFlags::DIR_UNTRUSTED`]). No device is granted
+/// and the host path is never looked up again. `Ok(false)` when it is already there.
+pub fn bind_dir_fd(rootfs: &Rootfs, src: BorrowedFd<'_>, path: &Path) -> Result<bool, InjectError> {
+    let host_err = |source| InjectError::HostOpen {
+        path: path.to_owned(),
+        source,
+    };
+    let smd = File::from(src.try_clone_to_owned().map_err(host_err)?)
+        .metadata()
+        .map_err(host_err)?;
+    if !smd.is_dir() {
+        return Err(host_err(std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    let target = rootfs.mkdir_all(path)?;
+    if let Ok(tmd) = stat_handle(&target) {
+        if same_inode(&tmd, &smd) {
+            return Ok(false); // already there (a repeated hook)
+        }
+    }
+    let what = format!("{} (directory, read-only)", path.display());
+    let re = || rootfs.resolve(path).ok().map(OwnedFd::from);
+    mount::bind(src, target.as_fd(), BindFlags::DIR_UNTRUSTED, &what, &re)?;
+    Ok(true)
 }
 
 /// Where the container's device cgroup is, as seen from this hook (by the way it

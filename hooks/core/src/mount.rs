@@ -37,6 +37,13 @@ impl BindFlags {
         nodev: true,
         noexec: false,
     };
+    /// Directories from the container's environment (PMIx): `ro,nosuid,nodev,noexec`.
+    pub const DIR_UNTRUSTED: BindFlags = BindFlags {
+        read_only: true,
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+    };
     /// Device nodes: usable (`dev`), writable, `nosuid,noexec`.
     pub const DEVICE: BindFlags = BindFlags {
         read_only: false,

@@ -263,10 +263,13 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
     let kind = if let Some(d) = devices::host_device(path)? {
         BindKind::Device(d)
     } else if md.is_dir() {
+        // Only device nodes the admin put in the directory itself: entries are not
+        // followed (a symlink to a device elsewhere grants nothing).
         let mut devs: Vec<DeviceNode> = Vec::new();
         if let Ok(rd) = std::fs::read_dir(path) {
             for e in rd.flatten().take(4096) {
-                if let Ok(Some(d)) = devices::host_device(&e.path()) {
+                // DirEntry::metadata does not traverse symlinks (fstatat NOFOLLOW).
+                if let Some(d) = e.metadata().ok().as_ref().and_then(device_of) {
                     devs.push(d);
                 }
             }
@@ -283,4 +286,54 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
         host: path.to_owned(),
         kind,
     })
+}
+
+/// The device node `md` describes (from an lstat), or `None` for anything else.
+fn device_of(md: &std::fs::Metadata) -> Option<DeviceNode> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ft = md.file_type();
+    let dev_type = if ft.is_char_device() {
+        devices::DevType::Char
+    } else if ft.is_block_device() {
+        devices::DevType::Block
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    Some(DeviceNode {
+        dev_type,
+        major: libc::major(rdev) as u64,
+        minor: libc::minor(rdev) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_mounts_dir_scan_does_not_follow_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("admin-dir");
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::symlink("/dev/null", d.join("null-link")).unwrap();
+        std::fs::write(d.join("file"), b"x").unwrap();
+        let b = host_bind(&d).unwrap();
+        assert_eq!(b.kind, BindKind::Dir { devices: vec![] });
+    }
+
+    #[test]
+    fn bind_mounts_dir_scan_grants_real_device_nodes() {
+        // /dev holds real device nodes (null is c 1:3) next to symlinks (fd, stdin...).
+        let b = host_bind(Path::new("/dev")).unwrap();
+        let BindKind::Dir { devices } = b.kind else {
+            panic!("/dev is not classified as a directory: {b:?}");
+        };
+        let null = DeviceNode {
+            dev_type: devices::DevType::Char,
+            major: 1,
+            minor: 3,
+        };
+        assert!(devices.contains(&null), "{devices:?}");
+    }
 }

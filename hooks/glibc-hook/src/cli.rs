@@ -1,7 +1,9 @@
 //! Command line of `glibc-hook` (clap derive). The option doubles as the environment
 //! variable that the hooks.d file sets; the help text is also the source of the man page.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 
 /// OCI hook that injects the host glibc into containers annotated com.hooks.glibc.enabled=true
 /// when the host libraries mounted into them need it.
@@ -25,7 +27,23 @@ use clap::Parser;
 #[command(version)]
 #[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    #[command(flatten)]
+    pub log: hooks_core::logging::LogArgs,
     /// Host glibc files, `:`-separated (default: every glibc library in the host's ld.so.cache).
     #[arg(long, env = "GLIBC_LIBS", default_value = "")]
     pub glibc_libs: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Check hooks.d files (version 1.0.0) with a JSON parser; exit 1 naming the first
+    /// invalid file and property. Run by hpc-hooks-configure on each file it writes.
+    #[command(hide = true)]
+    CheckHooksJson {
+        /// hooks.d files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use glibc_hook::cli::Cli;
+use glibc_hook::cli::{Cli, Cmd};
 use hooks_core::context::HookCtx;
 use hooks_core::glibc_plan::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
 
@@ -20,6 +20,16 @@ fn run(args: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    if let Some(Cmd::CheckHooksJson { files }) = &args.command {
+        for f in files {
+            if let Err(e) = glibc_hook::hooks_json::check_file(f) {
+                eprintln!("glibc-hook check-hooks-json: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    hooks_core::logging::set_args(args.log.clone());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -61,7 +61,12 @@ fn main() {
                 let mut b = Bundle::new(scratch.path(), &format!("b{n}"), &ov.merged, &["true"]);
                 if source != "none" {
                     b.add_env("NVIDIA_VISIBLE_DEVICES=all");
-                    let args = hook_args(&m, &dirs.display().to_string(), &["--source", source]);
+                    let args = hook_args(
+                        &m,
+                        &dirs.display().to_string(),
+                        // The bench container is unprivileged: its env is a request only so.
+                        &["--source", source, "--env-requests", "always"],
+                    );
                     let mut env = hook_env(b.hook_log());
                     env.retain(|e| !e.starts_with("HPC_HOOKS_LOG_LEVEL"));
                     env.push("HPC_HOOKS_LOG_LEVEL=info".into());

@@ -3,10 +3,12 @@
 //! allow rules), read-only bind mounts of libraries, binaries and firmware, the symlinks
 //! and loader-cache updates that specs express as gpu-hook hooks, and a warning for what
 //! a hook cannot do (env edits, other hooks). Every container path goes through the
-//! in-root handles; host paths come from trusted specs or discovery.
+//! in-root handles; every host path is opened once without following symlinks under
+//! world-writable directories ([`open_host`]), checked on that handle and bound from it.
 
-use std::fs::Permissions;
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::CString;
+use std::fs::{File, Permissions};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,183 @@ pub enum ApplyError {
     },
     #[error("link {link:?}: {message}")]
     Link { link: String, message: String },
+}
+
+/// Directories treated as world-writable whatever their mode bits (as cdi-gen does).
+pub const WORLD_WRITABLE_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// Largest number of symlinks followed in one host path (the kernel's 40).
+const MAX_SYMLINKS: usize = 40;
+
+/// Why a host path could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum HostPathError {
+    /// It does not exist, or cannot be opened.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// It exists but a local user could have planted it (see [`open_host`]).
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+fn openat(dir: &File, name: &[u8], flags: libc::c_int) -> std::io::Result<File> {
+    let c = CString::new(name)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `dir` is an open descriptor, `c` a NUL-terminated name; the result is checked
+    // and then owned by the returned File.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor the kernel returned; nobody else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The target of the symlink `link` (an `O_PATH|O_NOFOLLOW` handle on it).
+fn readlink_fd(link: &File) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat on an O_PATH symlink handle with an empty path (Linux >= 2.6.39)
+    // writes at most buf.len() bytes into buf; the result is checked.
+    let n = unsafe {
+        libc::readlinkat(
+            link.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Opens the host path `path` once for checking and binding: `O_PATH|O_NOFOLLOW|O_CLOEXEC`
+/// one component at a time from `/`, each opened relative to its parent's handle (so
+/// nothing is looked up twice, and `..` goes back to the handle already held).
+///
+/// Outside world-writable directories symlinks are followed (driver roots have legitimate
+/// ones, e.g. `libcuda.so.1 -> libcuda.so.<version>`); the returned handle is the resolved
+/// file. Once the walk has passed a world-writable directory ([`WORLD_WRITABLE_DIRS`] or
+/// any directory with o+w), as `openat2(RESOLVE_NO_SYMLINKS)` would, a symlink is refused,
+/// every entry must be owned by root, and the final one, when a directory or regular file,
+/// must not be group- or world-writable: any local user can create
+/// `/tmp/nvidia-mps -> /etc` or their own `/tmp/nvidia-mps` there.
+pub fn open_host(path: &str) -> Result<File, HostPathError> {
+    let unsafe_path = |why: String| HostPathError::Unsafe(format!("host path {path}: {why}"));
+    if !path.starts_with('/') {
+        return Err(unsafe_path("not an absolute path".into()));
+    }
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let root = File::options()
+        .read(true)
+        .custom_flags(dir_flags)
+        .open("/")?;
+    // Handles walked so far with their lexical host paths; [0] is `/`.
+    let mut stack: Vec<(File, String)> = vec![(root, "/".to_string())];
+    let mut todo: Vec<Vec<u8>> = path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .rev()
+        .collect();
+    let mut tainted: Option<String> = None;
+    let mut hops = 0usize;
+    while let Some(c) = todo.pop() {
+        match c.as_slice() {
+            b"." => continue,
+            b".." => {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let (parent, parent_path) = stack.last().expect("the stack always holds /");
+        if tainted.is_none() {
+            let pmd = parent.metadata()?;
+            if WORLD_WRITABLE_DIRS.contains(&parent_path.as_str()) || pmd.mode() & 0o002 != 0 {
+                tainted = Some(parent_path.clone());
+            }
+        }
+        let here = if parent_path == "/" {
+            format!("/{}", String::from_utf8_lossy(&c))
+        } else {
+            format!("{parent_path}/{}", String::from_utf8_lossy(&c))
+        };
+        let f = openat(parent, &c, flags)?;
+        let md = f.metadata()?;
+        if md.file_type().is_symlink() {
+            if let Some(ww) = &tainted {
+                return Err(unsafe_path(format!(
+                    "{here} is a symlink under the world-writable directory {ww}; not following it (any local user can plant one). Remove it and regenerate the CDI spec"
+                )));
+            }
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                return Err(std::io::Error::from_raw_os_error(libc::ELOOP).into());
+            }
+            let target = readlink_fd(&f)?;
+            if target.starts_with(b"/") {
+                stack.truncate(1);
+            }
+            todo.extend(
+                target
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .rev(),
+            );
+            continue;
+        }
+        if let Some(ww) = &tainted {
+            if md.uid() != 0 {
+                return Err(unsafe_path(format!(
+                    "{here} is owned by uid {}, not root, under the world-writable directory {ww}; another user's file there could impersonate the driver's",
+                    md.uid()
+                )));
+            }
+            // The final entry only: an intermediate root-owned sticky directory (a driver
+            // root under /tmp, /tmp/.X11-unix) is fine, as everything below it is checked.
+            if todo.is_empty() && (md.is_dir() || md.is_file()) && md.mode() & 0o022 != 0 {
+                return Err(unsafe_path(format!(
+                    "{here} (mode {:o}) is group- or world-writable under the world-writable directory {ww}; other users could replace its contents (chmod go-w)",
+                    md.mode() & 0o7777
+                )));
+            }
+        }
+        if !todo.is_empty() && !md.is_dir() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR).into());
+        }
+        stack.push((f, here));
+    }
+    Ok(stack.pop().expect("the stack always holds /").0)
+}
+
+/// What a bind source may be: device nodes and FIFOs never (nodes are created with mknod
+/// and granted explicitly); files the spec names as libraries, binaries, firmware or
+/// config must be regular files, `.../socket` a socket.
+fn kind_ok(container: &str, md: &std::fs::Metadata) -> Result<(), &'static str> {
+    let ft = md.file_type();
+    if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        return Err("a device node or FIFO, which gpu-hook never bind-mounts");
+    }
+    let name = container.rsplit('/').next().unwrap_or("");
+    let file_like = name.contains(".so")
+        || [".json", ".icd", ".bin", ".conf"]
+            .iter()
+            .any(|e| name.ends_with(e));
+    if file_like && !ft.is_file() {
+        return Err("not a regular file, as a library, firmware or config file must be");
+    }
+    if name == "socket" && !ft.is_socket() {
+        return Err("not a socket");
+    }
+    Ok(())
 }
 
 /// A symlink to create: `link` (absolute container path) pointing at `target` (as given).
@@ -219,7 +398,12 @@ pub fn node_facts(n: &DeviceNode) -> Result<NodeFacts, ApplyError> {
         path: n.path.clone(),
         message,
     };
-    let md = std::fs::metadata(host).ok();
+    // The host node through one no-follow-under-world-writable handle (see open_host).
+    let md = match open_host(host) {
+        Ok(f) => f.metadata().ok(),
+        Err(HostPathError::Unsafe(why)) => return Err(err(why)),
+        Err(HostPathError::Io(_)) => None,
+    };
     let from_host = md.as_ref().and_then(|m| {
         let ft = m.file_type();
         let t = if ft.is_char_device() {
@@ -365,22 +549,37 @@ pub fn bind_flags(options: &[String]) -> BindFlags {
     }
 }
 
-/// Bind-mounts one spec mount. Returns false when it was already in place.
+/// Bind-mounts one spec mount from the handle [`open_host`] gives. Returns false when it
+/// was already in place, or when the host path is unsafe (a symlink or another user's
+/// entry under a world-writable directory, or a device node): that mount is left out with
+/// a warning and the container starts without it.
 pub fn bind_mount(rootfs: &Rootfs, m: &Mount) -> Result<bool, ApplyError> {
-    let src = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(&m.host_path)
-        .map_err(|source| ApplyError::HostOpen {
-            host: m.host_path.clone(),
-            container: m.container_path.clone(),
-            source,
-        })?;
-    let smd = src.metadata().map_err(|source| ApplyError::HostOpen {
+    let host_err = |source| ApplyError::HostOpen {
         host: m.host_path.clone(),
         container: m.container_path.clone(),
         source,
-    })?;
+    };
+    let src = match open_host(&m.host_path) {
+        Ok(f) => f,
+        Err(HostPathError::Io(e)) => return Err(host_err(e)),
+        Err(HostPathError::Unsafe(why)) => {
+            tracing::warn!(
+                "not mounting {} at {}: {why}",
+                m.host_path,
+                m.container_path
+            );
+            return Ok(false);
+        }
+    };
+    let smd = src.metadata().map_err(host_err)?;
+    if let Err(why) = kind_ok(&m.container_path, &smd) {
+        tracing::warn!(
+            "not mounting {} at {}: the host path is {why}; fix or regenerate the CDI spec",
+            m.host_path,
+            m.container_path
+        );
+        return Ok(false);
+    }
     let cpath = normalize(Path::new(&m.container_path));
     let target = if smd.is_dir() {
         rootfs.mkdir_all(&cpath)?
@@ -406,14 +605,18 @@ pub fn bind_mount(rootfs: &Rootfs, m: &Mount) -> Result<bool, ApplyError> {
         });
     }
     let what = format!("{} -> {}", m.host_path, m.container_path);
+    let flags = bind_flags(&m.options);
+    if !flags.read_only {
+        // Read-write host binds are always on record (cdi-gen writes none).
+        tracing::warn!(
+            "read-write bind of host {} at {} (the spec's options {:?} have no \"ro\")",
+            m.host_path,
+            m.container_path,
+            m.options
+        );
+    }
     let re = || rootfs.resolve(&cpath).ok().map(OwnedFd::from);
-    mount::bind(
-        src.as_fd(),
-        target.as_fd(),
-        bind_flags(&m.options),
-        &what,
-        &re,
-    )?;
+    mount::bind(src.as_fd(), target.as_fd(), flags, &what, &re)?;
     Ok(true)
 }
 
@@ -560,6 +763,95 @@ mod tests {
         assert_eq!(m.links.len(), 1);
         assert_eq!(m.env, ["NVIDIA_VISIBLE_DEVICES=void"]);
         assert_eq!(library_dirs(&m.mounts), ["/usr/lib"]);
+    }
+
+    /// A scratch directory outside world-writable directories (the workspace's target/).
+    fn trusted_tmp() -> tempfile::TempDir {
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target");
+        tempfile::tempdir_in(base).unwrap()
+    }
+
+    fn unsafe_reason(path: &Path) -> String {
+        match open_host(path.to_str().unwrap()) {
+            Err(HostPathError::Unsafe(why)) => why,
+            Ok(_) => panic!("{} was opened", path.display()),
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+
+    #[test]
+    fn open_host_follows_driver_links_outside_world_writable_dirs() {
+        use std::os::unix::fs::symlink;
+        let t = trusted_tmp();
+        std::fs::create_dir_all(t.path().join("lib")).unwrap();
+        std::fs::write(t.path().join("lib/libcuda.so.550.1"), b"x").unwrap();
+        symlink("libcuda.so.550.1", t.path().join("lib/libcuda.so.1")).unwrap();
+        symlink(t.path().join("lib"), t.path().join("lib64")).unwrap();
+        let f = open_host(
+            t.path()
+                .join("lib64/../lib64/libcuda.so.1")
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let want = std::fs::metadata(t.path().join("lib/libcuda.so.550.1")).unwrap();
+        let got = f.metadata().unwrap();
+        assert_eq!((got.dev(), got.ino()), (want.dev(), want.ino()));
+        assert!(matches!(
+            open_host(t.path().join("lib/missing").to_str().unwrap()),
+            Err(HostPathError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound
+        ));
+    }
+
+    #[test]
+    fn open_host_refuses_what_users_can_plant_under_world_writable_dirs() {
+        use std::os::unix::fs::symlink;
+        let secret = trusted_tmp();
+        // Under /tmp (world-writable by name and mode): a planted symlink.
+        let t = tempfile::Builder::new()
+            .prefix("gpu-hook-ww")
+            .tempdir_in("/tmp")
+            .unwrap();
+        symlink(secret.path(), t.path().join("nvidia-mps")).unwrap();
+        let why = unsafe_reason(&t.path().join("nvidia-mps"));
+        assert!(
+            why.contains("is a symlink under the world-writable directory /tmp"),
+            "{why}"
+        );
+        // Another user's real directory there.
+        let d = t.path().join("user-dir");
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        let why = unsafe_reason(&d);
+        assert!(why.contains("is owned by uid 65534, not root"), "{why}");
+        // Root's directory, but writable by others.
+        let w = t.path().join("open-dir");
+        std::fs::create_dir(&w).unwrap();
+        std::fs::set_permissions(&w, Permissions::from_mode(0o775)).unwrap();
+        assert!(unsafe_reason(&w).contains("mode 775) is group- or world-writable"));
+        // Root's 0755 directory: fine.
+        let ok = t.path().join("root-dir");
+        std::fs::create_dir(&ok).unwrap();
+        std::fs::set_permissions(&ok, Permissions::from_mode(0o755)).unwrap();
+        assert!(open_host(ok.to_str().unwrap())
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .is_dir());
+        // Any o+w directory taints what is below it, wherever it is.
+        let open = trusted_tmp();
+        std::fs::set_permissions(open.path(), Permissions::from_mode(0o777)).unwrap();
+        symlink(secret.path(), open.path().join("link")).unwrap();
+        assert!(unsafe_reason(&open.path().join("link/x")).contains("is a symlink under"));
+    }
+
+    #[test]
+    fn device_nodes_are_never_bind_sources() {
+        let md = std::fs::metadata("/dev/null").unwrap();
+        assert!(kind_ok("/dev/nvidia0", &md).is_err());
+        let md = std::fs::metadata("/").unwrap();
+        assert!(kind_ok("/usr/lib/libcuda.so.1", &md).is_err());
+        assert!(kind_ok("/tmp/nvidia-mps", &md).is_ok());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! specs call.
 //!
 //! - [`inject`] (the OCI hook, createRuntime or createContainer): reads the container's
-//!   request ([`request`]) from its config.json as data, resolves it to `cdi_specs`
-//!   container edits from spec files or live `cdi_gen` discovery ([`resolve`]), checks
-//!   `NVIDIA_REQUIRE_CUDA` and CUDA forward compatibility ([`cuda`]), the glibc the
-//!   injected libraries need (`hooks_core::glibc_plan`), then applies the edits to the
-//!   live container ([`apply`]) and updates its loader cache natively.
+//!   request ([`request`]) from its config.json as data, keeps what the admin's
+//!   [`policy`] allows (environment requests by privilege, annotations, kinds), resolves
+//!   it to `cdi_specs` container edits from spec files or live `cdi_gen` discovery
+//!   ([`resolve`]), checks `NVIDIA_REQUIRE_CUDA` and CUDA forward compatibility
+//!   ([`cuda`]), the glibc the injected libraries need (`hooks_core::glibc_plan`), then
+//!   applies the edits to the live container ([`apply`]) and updates its loader cache
+//!   natively.
 //! - [`create_symlinks`], [`update_ldcache`], [`enable_cuda_compat`]: the subcommands
 //!   engines run from CDI specs at createContainer; in-root only, nothing from the image
 //!   is executed.
@@ -17,6 +19,7 @@ pub mod apply;
 pub mod caps;
 pub mod cli;
 pub mod cuda;
+pub mod policy;
 pub mod request;
 pub mod resolve;
 
@@ -72,8 +75,16 @@ pub fn load(hook: &'static str) -> Result<Loaded, GpuHookError> {
     let _ = std::env::set_current_dir("/");
     let state = HookState::read_from(std::io::stdin().lock())
         .map_err(hooks_core::context::ContextError::from)?;
-    let config = BundleConfig::load(&state).map_err(hooks_core::context::ContextError::from)?;
-    logging::init_from_env(hook, &config.annotations);
+    let config = match BundleConfig::load(&state) {
+        Ok(c) => c,
+        Err(e) => {
+            // Log to the admin's file (from the args) even when config.json is bad.
+            logging::init_for_container(hook, &state.id, None);
+            return Err(hooks_core::context::ContextError::from(e).into());
+        }
+    };
+    logging::init_for_container(hook, &state.id, Some(&config));
+    hooks_core::context::refuse_container_config(hook, &config)?;
     Ok(Loaded {
         hook,
         state,
@@ -110,6 +121,8 @@ pub fn enter(l: Loaded) -> Result<(HookCtx, pathrs::Root), GpuHookError> {
 #[derive(Debug, Clone)]
 pub struct InjectOptions {
     pub resolve: ResolveOptions,
+    /// Who may request what (from the command line only).
+    pub policy: policy::Policy,
     /// Host glibc files for the glibc step (None: from the host's ld.so.cache).
     pub glibc_libs: Option<Vec<PathBuf>>,
 }
@@ -135,7 +148,16 @@ pub fn inject(opts: &InjectOptions) -> Result<bool, GpuHookError> {
         .as_ref()
         .and_then(|p| p.env().as_ref())
         .unwrap_or(&empty);
-    let req = request::from_config(env, &loaded.config.annotations)?;
+    let privileged = policy::is_privileged(&loaded.config.spec);
+    let outcome = request::from_config(env, &loaded.config.annotations, &opts.policy, privileged)?;
+    for i in &outcome.ignored {
+        if i.is_warning() {
+            tracing::warn!(container = %loaded.state.id, "gpu-hook: {i}");
+        } else {
+            tracing::info!(container = %loaded.state.id, "gpu-hook: {i}");
+        }
+    }
+    let req = outcome.request;
     if req.is_empty() {
         tracing::debug!(container = %loaded.state.id, "gpu-hook: no GPU requested; nothing to do");
         return Ok(false);
@@ -263,7 +285,10 @@ pub fn apply_merged(
     if !allow.is_empty() {
         let mounts = mountinfo::read_self().map_err(ApplyError::MountInfo)?;
         let loc = hooks_core::inject::cgroup_locator(ctx);
-        log.extend(devices::allow_devices(&allow, &loc, &mounts).map_err(ApplyError::from)?);
+        // Device grants are always on record: warn is the packaged log level.
+        for l in devices::allow_devices(&allow, &loc, &mounts).map_err(ApplyError::from)? {
+            tracing::warn!("device grant: {l}");
+        }
     }
     // 2. Read-only libraries, binaries, firmware; sockets.
     let mut bound = 0;

@@ -1,7 +1,7 @@
 //! gpu-hook: OCI hook injecting GPUs into containers (requests from
-//! NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES or cdi.k8s.io/*
-//! annotations), and the create-symlinks / update-ldcache / enable-cuda-compat hooks that
-//! CDI specs reference. All logic lives in the `gpu_hook` library.
+//! NVIDIA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES or cdi.k8s.io/* annotations, as the
+//! admin's policy allows), and the create-symlinks / update-ldcache / enable-cuda-compat
+//! hooks that CDI specs reference. All logic lives in the `gpu_hook` library.
 
 use std::process::ExitCode;
 
@@ -43,6 +43,11 @@ fn run(args: Cli) -> anyhow::Result<()> {
                     },
                     hook_path,
                 },
+                policy: gpu_hook::policy::Policy {
+                    env_requests: args.env_requests,
+                    cdi_annotations: args.cdi_annotations,
+                    allow_kinds: args.allow_kinds,
+                },
                 glibc_libs: (!glibc.is_empty()).then_some(glibc),
             };
             gpu_hook::inject(&opts)?;
@@ -53,6 +58,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    hooks_core::logging::set_args(args.log.clone());
     let name = match &args.command {
         Some(Cmd::CreateSymlinks { .. }) => "gpu-hook create-symlinks",
         Some(Cmd::UpdateLdcache { .. }) => "gpu-hook update-ldcache",

@@ -1,12 +1,13 @@
 //! What the container asks for, read from its config.json as data only: the
-//! `NVIDIA_VISIBLE_DEVICES` / `CUDA_VISIBLE_DEVICES` / `ROCR_VISIBLE_DEVICES` entries of
-//! `process.env`, CDI names in `cdi.k8s.io/*` annotations, `NVIDIA_DRIVER_CAPABILITIES`,
-//! `NVIDIA_REQUIRE_CUDA` and `NVIDIA_DISABLE_REQUIRE`. None of these influence how the hook
-//! itself runs (its own environment comes from hooks.d).
+//! `NVIDIA_VISIBLE_DEVICES` / `ROCR_VISIBLE_DEVICES` entries of `process.env`, CDI names in
+//! `cdi.k8s.io/*` annotations, `NVIDIA_DRIVER_CAPABILITIES`, `NVIDIA_REQUIRE_CUDA` and
+//! `NVIDIA_DISABLE_REQUIRE`, filtered by the admin's [`Policy`]. `CUDA_VISIBLE_DEVICES` is
+//! never a request: it numbers the GPUs a job already has, not the host's.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::caps::Caps;
+use crate::policy::{CdiAnnotations, EnvRequests, Policy};
 
 /// CDI kind of NVIDIA GPUs.
 pub const NVIDIA_KIND: &str = "nvidia.com/gpu";
@@ -103,38 +104,168 @@ pub fn parse_visible(var: &'static str, value: &str) -> Result<Vec<String>, Requ
     Ok(out)
 }
 
-/// Reads the request from the container's env and annotations.
+/// The admin configuration file named in messages.
+pub const CONFIG_FILE: &str = "/etc/hpc-hooks/hpc-hooks.conf";
+
+/// A request the policy does not honour: left out of the [`Request`] and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    /// A `*_VISIBLE_DEVICES` request from a container `--env-requests` does not trust.
+    Env {
+        var: &'static str,
+        value: String,
+        mode: EnvRequests,
+        privileged: bool,
+    },
+    /// A `cdi.k8s.io/*` annotation while `--cdi-annotations` is off.
+    Annotation { key: String, value: String },
+    /// A device of a kind not in `--allow-kinds`.
+    Kind {
+        name: String,
+        from: String,
+        allowed: Vec<String>,
+    },
+    /// `CUDA_VISIBLE_DEVICES`: ordinals relative to the GPUs the container already has.
+    CudaVisible { value: String },
+}
+
+impl Ignored {
+    /// True for refusals an admin or user must be able to find in the default (warn) log;
+    /// false for the informational `CUDA_VISIBLE_DEVICES` note.
+    pub fn is_warning(&self) -> bool {
+        !matches!(self, Ignored::CudaVisible { .. })
+    }
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ignored::Env {
+                var,
+                value,
+                mode,
+                privileged,
+            } => {
+                let who = match mode {
+                    EnvRequests::Never => "from no container",
+                    _ => "only from privileged containers (CAP_SYS_ADMIN in the bounding capability set)",
+                };
+                let this = if *privileged {
+                    "privileged"
+                } else {
+                    "not privileged"
+                };
+                write!(
+                    f,
+                    "{var}={value:?} in the container environment ignored, the container gets no GPU from it: \
+                     gpu-hook --env-requests {} takes GPU requests from the environment {who}, and this container is {this}. \
+                     Request the GPUs through CDI instead (e.g. podman --device nvidia.com/gpu=0){}, or let every container \
+                     request GPUs through its environment with gpu-hook --env-requests always \
+                     (GPU_ENV_REQUESTS=always in {CONFIG_FILE}, then run hpc-hooks-configure)",
+                    mode.as_str(),
+                    if *mode == EnvRequests::Never {
+                        ""
+                    } else {
+                        " or run the container privileged"
+                    }
+                )
+            }
+            Ignored::Annotation { key, value } => write!(
+                f,
+                "annotation {key}={value:?} ignored: gpu-hook applies cdi.k8s.io/* annotations only with \
+                 --cdi-annotations on (default off: a CDI-aware engine applies them itself, and may have refused them). \
+                 To have the hook apply them, set GPU_CDI_ANNOTATIONS=on in {CONFIG_FILE}, then run hpc-hooks-configure"
+            ),
+            Ignored::Kind {
+                name,
+                from,
+                allowed,
+            } => write!(
+                f,
+                "{name} (from {from}) ignored: the CDI kind {} is not in gpu-hook --allow-kinds ({}); \
+                 add it to GPU_ALLOW_KINDS in {CONFIG_FILE}, then run hpc-hooks-configure",
+                name.split_once('=').map_or(name.as_str(), |(k, _)| k),
+                allowed.join(",")
+            ),
+            Ignored::CudaVisible { value } => write!(
+                f,
+                "CUDA_VISIBLE_DEVICES={value:?} ignored: it numbers the GPUs a job or engine already gave the \
+                 container (Slurm sets it relative to the job's GPUs), not the host's GPUs, so gpu-hook never reads \
+                 it as host indexes; request GPUs with NVIDIA_VISIBLE_DEVICES or CDI"
+            ),
+        }
+    }
+}
+
+/// The request the policy honours, and what it left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub request: Request,
+    pub ignored: Vec<Ignored>,
+}
+
+/// True for `*_VISIBLE_DEVICES` values that request nothing (empty, `void`, `none`).
+fn requests_nothing(value: &str) -> bool {
+    matches!(value.trim(), "" | "void" | "none")
+}
+
+/// Reads the request from the container's env and annotations, as `policy` allows for a
+/// container that is (or is not) `privileged`. Values the policy ignores are not parsed,
+/// so a malformed value in an ignored request cannot fail the container.
 pub fn from_config(
     env: &[String],
     annotations: &HashMap<String, String>,
-) -> Result<Request, RequestError> {
+    policy: &Policy,
+    privileged: bool,
+) -> Result<Outcome, RequestError> {
     let mut r = Request::default();
-    let push = |r: &mut Request, name: String| {
+    let mut ignored = Vec::new();
+    // Adds `name` when its kind is allowed; returns true when added (or already there).
+    let push = |r: &mut Request, ignored: &mut Vec<Ignored>, name: String, from: &str| {
+        let kind = name.split_once('=').map_or(name.as_str(), |(k, _)| k);
+        if !policy.kind_allowed(kind) {
+            ignored.push(Ignored::Kind {
+                name,
+                from: from.to_string(),
+                allowed: policy.allow_kinds.clone(),
+            });
+            return false;
+        }
         if !r.devices.contains(&name) {
             r.devices.push(name);
         }
+        true
     };
-    let (var, nv) = match env_get(env, "NVIDIA_VISIBLE_DEVICES") {
-        Some(v) => ("NVIDIA_VISIBLE_DEVICES", Some(v)),
-        None => ("CUDA_VISIBLE_DEVICES", env_get(env, "CUDA_VISIBLE_DEVICES")),
-    };
-    if let Some(v) = nv {
-        let ids = parse_visible(var, v)?;
-        if !ids.is_empty() {
-            r.nvidia_env = true;
-            r.sources.push(format!("{var}={v}"));
+    let env_ok = policy.env_requests.allows(privileged);
+    for (var, kind) in [
+        ("NVIDIA_VISIBLE_DEVICES", NVIDIA_KIND),
+        ("ROCR_VISIBLE_DEVICES", AMD_KIND),
+    ] {
+        let Some(v) = env_get(env, var) else {
+            continue;
+        };
+        if requests_nothing(v) {
+            continue;
         }
-        for id in ids {
-            push(&mut r, format!("{NVIDIA_KIND}={id}"));
+        if !env_ok {
+            ignored.push(Ignored::Env {
+                var,
+                value: v.to_string(),
+                mode: policy.env_requests,
+                privileged,
+            });
+            continue;
         }
-    }
-    if let Some(v) = env_get(env, "ROCR_VISIBLE_DEVICES") {
-        let ids = parse_visible("ROCR_VISIBLE_DEVICES", v)?;
-        if !ids.is_empty() {
-            r.sources.push(format!("ROCR_VISIBLE_DEVICES={v}"));
+        let from = format!("{var}={v}");
+        let mut any = false;
+        for id in parse_visible(var, v)? {
+            any |= push(&mut r, &mut ignored, format!("{kind}={id}"), &from);
         }
-        for id in ids {
-            push(&mut r, format!("{AMD_KIND}={id}"));
+        if any {
+            if kind == NVIDIA_KIND {
+                r.nvidia_env = true;
+            }
+            r.sources.push(from);
         }
     }
     let mut keys: Vec<&String> = annotations
@@ -144,6 +275,15 @@ pub fn from_config(
     keys.sort();
     for key in keys {
         let value = &annotations[key];
+        if policy.cdi_annotations == CdiAnnotations::Off {
+            ignored.push(Ignored::Annotation {
+                key: key.clone(),
+                value: value.clone(),
+            });
+            continue;
+        }
+        let from = format!("annotation {key}={value}");
+        let mut any = false;
         for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if let Err(e) = cdi_specs::parse_qualified_name(name) {
                 return Err(RequestError::BadCdiName {
@@ -153,9 +293,18 @@ pub fn from_config(
                     why: e.to_string(),
                 });
             }
-            push(&mut r, name.to_string());
+            any |= push(&mut r, &mut ignored, name.to_string(), &from);
         }
-        r.sources.push(format!("annotation {key}={value}"));
+        if any {
+            r.sources.push(from);
+        }
+    }
+    if r.devices.is_empty() {
+        if let Some(v) = env_get(env, "CUDA_VISIBLE_DEVICES").filter(|v| !requests_nothing(v)) {
+            ignored.push(Ignored::CudaVisible {
+                value: v.to_string(),
+            });
+        }
     }
     // Without the env request (CDI names only), every capability: the spec's full edits.
     r.caps = match env_get(env, "NVIDIA_DRIVER_CAPABILITIES") {
@@ -168,7 +317,10 @@ pub fn from_config(
     r.require_cuda = env_get(env, "NVIDIA_REQUIRE_CUDA")
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty() && !disabled);
-    Ok(r)
+    Ok(Outcome {
+        request: r,
+        ignored,
+    })
 }
 
 #[cfg(test)]
@@ -179,13 +331,23 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Everything honoured: env requests from any container, annotations on.
+    fn open() -> Policy {
+        Policy {
+            env_requests: EnvRequests::Always,
+            cdi_annotations: CdiAnnotations::On,
+            ..Policy::default()
+        }
+    }
+
+    /// The request under the open policy, for an unprivileged container.
+    fn req(e: &[&str], a: &HashMap<String, String>) -> Result<Request, RequestError> {
+        from_config(&env(e), a, &open(), false).map(|o| o.request)
+    }
+
     #[test]
     fn visible_devices() {
-        let r = from_config(
-            &env(&["NVIDIA_VISIBLE_DEVICES=0,GPU-abc, 1:0"]),
-            &HashMap::new(),
-        )
-        .unwrap();
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0,GPU-abc, 1:0"], &HashMap::new()).unwrap();
         assert_eq!(
             r.devices,
             [
@@ -194,66 +356,198 @@ mod tests {
                 "nvidia.com/gpu=1:0"
             ]
         );
+        assert!(r.nvidia_env);
         for nothing in ["", "none", "void", " "] {
-            let r = from_config(
+            let o = from_config(
                 &env(&[&format!("NVIDIA_VISIBLE_DEVICES={nothing}")]),
                 &HashMap::new(),
+                &Policy::default(),
+                false,
             )
             .unwrap();
-            assert!(r.is_empty(), "{nothing:?}");
+            assert!(o.request.is_empty(), "{nothing:?}");
+            // Requesting nothing is not a refused request.
+            assert!(o.ignored.is_empty(), "{nothing:?}: {:?}", o.ignored);
         }
-        assert!(from_config(&env(&["PATH=/bin"]), &HashMap::new())
-            .unwrap()
-            .is_empty());
-        let r = from_config(&env(&["NVIDIA_VISIBLE_DEVICES=all"]), &HashMap::new()).unwrap();
+        assert!(req(&["PATH=/bin"], &HashMap::new()).unwrap().is_empty());
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=all"], &HashMap::new()).unwrap();
         assert_eq!(r.devices, ["nvidia.com/gpu=all"]);
-        // NVIDIA_VISIBLE_DEVICES wins over CUDA_VISIBLE_DEVICES; later entries win.
-        let r = from_config(
-            &env(&[
+        // Later entries win; CUDA_VISIBLE_DEVICES is not a request.
+        let r = req(
+            &[
                 "CUDA_VISIBLE_DEVICES=1",
                 "NVIDIA_VISIBLE_DEVICES=0",
                 "NVIDIA_VISIBLE_DEVICES=2",
-            ]),
+            ],
             &HashMap::new(),
         )
         .unwrap();
         assert_eq!(r.devices, ["nvidia.com/gpu=2"]);
-        let r = from_config(&env(&["CUDA_VISIBLE_DEVICES=1"]), &HashMap::new()).unwrap();
-        assert_eq!(r.devices, ["nvidia.com/gpu=1"]);
-        let e = from_config(&env(&["NVIDIA_VISIBLE_DEVICES=0,../x"]), &HashMap::new()).unwrap_err();
+        let e = req(&["NVIDIA_VISIBLE_DEVICES=0,../x"], &HashMap::new()).unwrap_err();
         assert!(e.to_string().contains("\"../x\""), "{e}");
     }
 
     #[test]
-    fn amd_and_annotations() {
+    fn cuda_visible_devices_is_never_a_host_index() {
+        for policy in [open(), Policy::default()] {
+            for privileged in [false, true] {
+                let o = from_config(
+                    &env(&["CUDA_VISIBLE_DEVICES=1"]),
+                    &HashMap::new(),
+                    &policy,
+                    privileged,
+                )
+                .unwrap();
+                assert!(o.request.is_empty(), "{policy:?} {privileged}");
+                assert_eq!(
+                    o.ignored,
+                    [Ignored::CudaVisible { value: "1".into() }],
+                    "{policy:?} {privileged}"
+                );
+                assert!(!o.ignored[0].is_warning());
+                let msg = o.ignored[0].to_string();
+                assert!(
+                    msg.starts_with("CUDA_VISIBLE_DEVICES=\"1\" ignored:")
+                        && msg.contains("not the host's GPUs"),
+                    "{msg}"
+                );
+            }
+        }
+        // With another request, no note.
+        let o = from_config(
+            &env(&["CUDA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=1"]),
+            &HashMap::new(),
+            &open(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.request.devices, ["nvidia.com/gpu=1"]);
+        assert!(o.ignored.is_empty());
+    }
+
+    #[test]
+    fn env_requests_policy() {
+        let e = env(&["NVIDIA_VISIBLE_DEVICES=all", "ROCR_VISIBLE_DEVICES=0"]);
+        let none = HashMap::new();
+        let default = Policy::default();
+        // Default (privileged): an unprivileged container gets nothing, two clear refusals.
+        let o = from_config(&e, &none, &default, false).unwrap();
+        assert!(o.request.is_empty());
+        assert_eq!(o.ignored.len(), 2, "{:?}", o.ignored);
+        assert!(o.ignored.iter().all(Ignored::is_warning));
+        let msg = o.ignored[0].to_string();
+        assert!(
+            msg.starts_with("NVIDIA_VISIBLE_DEVICES=\"all\" in the container environment ignored")
+                && msg.contains("gpu-hook --env-requests privileged")
+                && msg.contains("this container is not privileged")
+                && msg.contains("--env-requests always")
+                && msg.contains("GPU_ENV_REQUESTS=always in /etc/hpc-hooks/hpc-hooks.conf"),
+            "{msg}"
+        );
+        assert!(o.ignored[1]
+            .to_string()
+            .starts_with("ROCR_VISIBLE_DEVICES=\"0\""));
+        // Default, privileged container: honoured.
+        let o = from_config(&e, &none, &default, true).unwrap();
+        assert_eq!(o.request.devices, ["nvidia.com/gpu=all", "amd.com/gpu=0"]);
+        assert!(o.ignored.is_empty());
+        // never: not even privileged.
+        let never = Policy {
+            env_requests: EnvRequests::Never,
+            ..Policy::default()
+        };
+        let o = from_config(&e, &none, &never, true).unwrap();
+        assert!(o.request.is_empty());
+        let msg = o.ignored[0].to_string();
+        assert!(
+            msg.contains(
+                "--env-requests never takes GPU requests from the environment from no container"
+            ),
+            "{msg}"
+        );
+        // always: any container.
+        let always = Policy {
+            env_requests: EnvRequests::Always,
+            ..Policy::default()
+        };
+        let o = from_config(&e, &none, &always, false).unwrap();
+        assert_eq!(o.request.devices, ["nvidia.com/gpu=all", "amd.com/gpu=0"]);
+        // An ignored request is not parsed: a malformed value cannot fail the container.
+        let o = from_config(
+            &env(&["NVIDIA_VISIBLE_DEVICES=../x"]),
+            &none,
+            &default,
+            false,
+        )
+        .unwrap();
+        assert!(o.request.is_empty());
+        assert_eq!(o.ignored.len(), 1);
+    }
+
+    #[test]
+    fn annotations_policy() {
+        let a = HashMap::from([("cdi.k8s.io/x_1".to_string(), "nvidia.com/gpu=0".to_string())]);
+        // Default: off, whatever the privilege.
+        for privileged in [false, true] {
+            let o = from_config(&[], &a, &Policy::default(), privileged).unwrap();
+            assert!(o.request.is_empty());
+            let msg = o.ignored[0].to_string();
+            assert!(
+                msg.starts_with("annotation cdi.k8s.io/x_1=\"nvidia.com/gpu=0\" ignored")
+                    && msg.contains("--cdi-annotations on")
+                    && msg.contains("GPU_CDI_ANNOTATIONS=on"),
+                "{msg}"
+            );
+        }
+        // Off: a malformed annotation is not parsed either.
+        let bad = HashMap::from([("cdi.k8s.io/x".to_string(), "nope".to_string())]);
+        assert!(from_config(&[], &bad, &Policy::default(), false).is_ok());
+        // On: applied for allowed kinds only.
         let a = HashMap::from([(
             "cdi.k8s.io/x_1".to_string(),
-            "vendor.com/dev=a,vendor.com/dev=b".to_string(),
+            "vendor.com/dev=a,nvidia.com/gpu=1".to_string(),
         )]);
-        let r = from_config(&env(&["ROCR_VISIBLE_DEVICES=0"]), &a).unwrap();
+        let o = from_config(&[], &a, &open(), false).unwrap();
+        assert_eq!(o.request.devices, ["nvidia.com/gpu=1"]);
+        assert_eq!(o.request.caps, Caps::all());
+        let msg = o.ignored[0].to_string();
         assert_eq!(
-            r.devices,
-            ["amd.com/gpu=0", "vendor.com/dev=a", "vendor.com/dev=b"]
+            msg,
+            "vendor.com/dev=a (from annotation cdi.k8s.io/x_1=vendor.com/dev=a,nvidia.com/gpu=1) ignored: \
+             the CDI kind vendor.com/dev is not in gpu-hook --allow-kinds (nvidia.com/gpu,amd.com/gpu); \
+             add it to GPU_ALLOW_KINDS in /etc/hpc-hooks/hpc-hooks.conf, then run hpc-hooks-configure"
         );
-        assert_eq!(r.caps, Caps::all());
-        let bad = HashMap::from([("cdi.k8s.io/x".to_string(), "nope".to_string())]);
-        assert!(from_config(&[], &bad).is_err());
+        let vendor = Policy {
+            allow_kinds: vec!["vendor.com/dev".into(), "nvidia.com/gpu".into()],
+            ..open()
+        };
+        let o = from_config(&env(&["ROCR_VISIBLE_DEVICES=0"]), &a, &vendor, false).unwrap();
+        assert_eq!(o.request.devices, ["vendor.com/dev=a", "nvidia.com/gpu=1"]);
+        // amd.com/gpu is not allowed here: the env request is refused by kind.
+        assert!(
+            o.ignored[0].to_string().starts_with(
+                "amd.com/gpu=0 (from ROCR_VISIBLE_DEVICES=0) ignored: the CDI kind amd.com/gpu"
+            ),
+            "{:?}",
+            o.ignored
+        );
+        assert!(from_config(&[], &bad, &open(), false).is_err());
     }
 
     #[test]
     fn require() {
-        let r = from_config(
-            &env(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.4"]),
+        let r = req(
+            &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.4"],
             &HashMap::new(),
         )
         .unwrap();
         assert_eq!(r.require_cuda.as_deref(), Some("cuda>=12.4"));
-        let r = from_config(
-            &env(&[
+        let r = req(
+            &[
                 "NVIDIA_VISIBLE_DEVICES=0",
                 "NVIDIA_REQUIRE_CUDA=cuda>=12.4",
                 "NVIDIA_DISABLE_REQUIRE=1",
-            ]),
+            ],
             &HashMap::new(),
         )
         .unwrap();

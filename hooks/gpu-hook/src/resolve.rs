@@ -105,6 +105,7 @@ pub fn discover(
             mode: opts.discovery,
             strategies,
             library_search_paths: Vec::new(),
+            mps_pipe_dir: None,
             hooks: HookConfig {
                 path: opts.hook_path.clone(),
                 ..HookConfig::default()

@@ -15,11 +15,15 @@ use serde_json::json;
 use support::*;
 
 /// Writes the hooks.d file the packaging template produces, for a fake machine.
+/// podman's containers are unprivileged: the hook gets `--env-requests always` so that
+/// their NVIDIA_VISIBLE_DEVICES is a request (the policy is tested in hostile_requests.rs).
 fn write_hooks_d(dir: &Path, m: &FakeMachine, spec_dirs: &str, extra: &[&str], log: &Path) {
     std::fs::create_dir_all(dir).unwrap();
+    let mut args = hook_args(m, spec_dirs, extra);
+    args.extend(["--env-requests".to_string(), "always".to_string()]);
     let doc = json!({
         "version": "1.0.0",
-        "hook": hook_json(hook_args(m, spec_dirs, extra), hook_env(log)),
+        "hook": hook_json(args, hook_env(log)),
         "when": { "always": true },
         "stages": ["createRuntime"],
     });

@@ -24,7 +24,9 @@ use hooks_core::abi::CompatType;
 /// the same linker name when the ABI check (MPI_COMPATIBILITY_TYPE) allows it; host
 /// libraries without a counterpart go to a private tmpfs and into a regenerated loader
 /// cache bound over the container's /etc/ld.so.cache. The job's PMIx directories named in
-/// the container's environment are bound too. When the injected libraries need a newer
+/// the container's environment are bound read-only (nosuid,nodev,noexec) when they are
+/// real directories named pmix*, reached without symlinks, owned by root (or the hook's
+/// own uid) and not group/world-writable; they never grant devices. When the injected libraries need a newer
 /// glibc than the image has, the host glibc is injected if the container is also annotated
 /// com.hooks.glibc.enabled=true; otherwise container creation fails with a message naming
 /// both versions. Nothing from the image is executed.
@@ -32,13 +34,16 @@ use hooks_core::abi::CompatType;
 #[command(version)]
 #[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: hooks_core::logging::LogArgs,
     /// Host MPI libraries, `:`-separated (full paths).
     #[arg(long, env = "MPI_LIBS", default_value = "")]
     pub mpi_libs: String,
     /// Host libraries the MPI needs (fabric, hwloc, ...), `:`-separated.
     #[arg(long, env = "MPI_DEPENDENCY_LIBS", default_value = "")]
     pub mpi_dependency_libs: String,
-    /// Host files, directories or device nodes mounted at the same path, `:`-separated.
+    /// Host files, directories or device nodes mounted at the same path, `:`-separated;
+    /// device nodes in a listed directory (not symlinks to them) are allowed too.
     #[arg(long, env = "BIND_MOUNTS", default_value = "")]
     pub bind_mounts: String,
     /// ABI check between host and image MPI: major, full, strict or dependencies.

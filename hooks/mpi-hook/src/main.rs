@@ -3,12 +3,14 @@
 
 mod pmix;
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use hooks_core::context::{enabled, HookCtx};
 use hooks_core::glibc_plan::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::inject::bind_dir_fd;
 use hooks_core::mpi::{plan_mpi, MpiConfig, MPI_ANNOTATION};
 use mpi_hook::cli::Cli;
 
@@ -22,26 +24,27 @@ fn run(args: Cli) -> anyhow::Result<()> {
             p.display()
         );
     }
-    let mut cfg = MpiConfig {
+    let cfg = MpiConfig {
         mpi_libs: split_paths(&args.mpi_libs),
         dependency_libs: split_paths(&args.mpi_dependency_libs),
         bind_mounts: split_paths(&args.bind_mounts),
         compat: args.mpi_compatibility_type,
     };
-    // The job's PMIx directories, when the container's environment names them.
+    // The job's PMIx directories, when the container's environment names them: opened
+    // once without following symlinks, checked on the descriptor, bound from it read-only
+    // (never in BIND_MOUNTS' list: no device scan, no read-write bind).
     let spec = &ctx.config.spec;
-    let process = spec.process().as_ref();
-    let env = process.and_then(|p| p.env().clone()).unwrap_or_default();
-    let uid = process.map(|p| p.user().uid()).unwrap_or(0);
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
     let mounted: Vec<PathBuf> = spec
         .mounts()
         .as_ref()
         .map(|m| m.iter().map(|m| m.destination().clone()).collect())
         .unwrap_or_default();
-    for d in pmix::pmix_dirs(&env, uid, &mounted) {
-        tracing::info!("binding the job's PMIx directory {}", d.display());
-        cfg.bind_mounts.push(d);
-    }
+    let pmix_dirs = pmix::pmix_dirs(&env, pmix::hook_uid(), &mounted);
     let (plan, injected) = plan_mpi(&ctx, &cfg)?;
     let action = if enabled(&ctx.config, GLIBC_ANNOTATION) {
         GlibcAction::Inject
@@ -51,12 +54,22 @@ fn run(args: Cli) -> anyhow::Result<()> {
     let glibc_plan = glibc_step(&ctx, &injected, action, &args.glibc_libs)?;
     ctx.apply(&glibc_plan)?;
     ctx.apply(&plan)?;
+    for d in &pmix_dirs {
+        tracing::info!(
+            "binding the job's PMIx directory {} read-only (nosuid,nodev,noexec)",
+            d.path.display()
+        );
+        if bind_dir_fd(&ctx.rootfs, d.fd.as_fd(), &d.path)? {
+            tracing::info!("bound the PMIx directory {} read-only", d.path.display());
+        }
+    }
     ctx.finish();
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    hooks_core::logging::set_args(args.log.clone());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

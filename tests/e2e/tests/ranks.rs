@@ -251,19 +251,20 @@ fn leftovers() -> Vec<String> {
             v.push(format!("mount {}", m.mount_point));
         }
     }
-    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
-        for ctl in rd.flatten() {
-            for base in [ctl.path().join("hpc-rank"), ctl.path()] {
-                if let Ok(rd) = fs::read_dir(&base) {
-                    for e in rd.flatten() {
-                        if e.file_name().to_string_lossy().starts_with("hpcrank-") {
-                            v.push(format!("cgroup {}", e.path().display()));
-                        }
-                    }
-                }
+    // Rank cgroups live under the launcher's own cgroup (hpc-rank/<id>), at any depth.
+    fn rank_cgroups(dir: &std::path::Path, depth: usize, v: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            if depth == 0 || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
             }
+            if e.file_name().to_string_lossy().starts_with("hpcrank-") {
+                v.push(format!("cgroup {}", e.path().display()));
+            }
+            rank_cgroups(&e.path(), depth - 1, v);
         }
     }
+    rank_cgroups(std::path::Path::new("/sys/fs/cgroup"), 12, &mut v);
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
             let p = e.path();
