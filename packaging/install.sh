@@ -4,10 +4,14 @@
 # the hooks and the Slurm Epilog in /usr/libexec/hpc-hooks, cdi-gen and hpc-rank in /usr/bin.
 #
 #   packaging/install.sh [--bins LIST] [--bin-dir DIR] [--libexec DIR] [--bindir DIR]
-#                        [--hooks-dir DIR]... [--mpi-libs LIST] [--mpi-dependency-libs LIST]
-#                        [--bind-mounts LIST] [--compat major|full|strict|dependencies]
+#                        [--hooks-dir DIR[:DIR]]... [--mpi-libs LIST] [--mpi-dependency-libs LIST]
+#                        [--bind-mounts LIST] [--mpi-compatibility-type major|full|strict|dependencies]
 #                        [--log-level LEVEL] [--log-file FILE] [--glibc-libs LIST]
 #                        [--gpu auto|yes|no] [--gpu-driver-root DIR] [--no-build]
+#
+# The configuration options are hpc-hooks-configure's (the hpc-hooks.conf key in lower
+# case, '-' for '_'; --compat is the older name of --mpi-compatibility-type); --opt=VALUE
+# works too.
 #
 # --bins: comma-separated subset of mpi-hook,glibc-hook,gpu-hook,cdi-gen,hpc-rank (default
 # all five); exactly these are built (cargo build --release, into $CARGO_TARGET_DIR or
@@ -41,6 +45,12 @@ gpu=auto
 gpu_driver_root=/
 build=1
 while [ $# -gt 0 ]; do
+  case "$1" in --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}" ;; esac
+  case "$1" in
+    --bin-dir|--libexec|--bindir|--bins|--hooks-dir|--mpi-libs|--mpi-dependency-libs|\
+    --bind-mounts|--mpi-compatibility-type|--compat|--log-level|--log-file|--glibc-libs|\
+    --gpu|--gpu-driver-root) [ $# -ge 2 ] || { echo "install.sh: option $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --libexec) libexec=$2; shift 2 ;;
@@ -50,14 +60,14 @@ while [ $# -gt 0 ]; do
     --mpi-libs) mpi_libs=$2; shift 2 ;;
     --mpi-dependency-libs) mpi_deps=$2; shift 2 ;;
     --bind-mounts) bind_mounts=$2; shift 2 ;;
-    --compat) compat=$2; shift 2 ;;
+    --mpi-compatibility-type|--compat) compat=$2; shift 2 ;;
     --log-level) log_level=$2; shift 2 ;;
     --log-file) log_file=$2; shift 2 ;;
     --glibc-libs) glibc_libs=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
     --gpu-driver-root) gpu_driver_root=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,7 +102,7 @@ echo "installed ${bins[*]} (hooks and epilog-hpc-rank.sh into $libexec, the othe
 # The hooks.d files: the same tool the Debian package runs, with this checkout's
 # templates and default configuration, and the values given here.
 args=(--config "$here/hpc-hooks.conf" --templates "$here/hooks.d" --libexec "$libexec"
-      --cdi-gen "$bindir/cdi-gen" --compat "$compat" --log-level "$log_level"
+      --cdi-gen "$bindir/cdi-gen" --mpi-compatibility-type "$compat" --log-level "$log_level"
       --log-file "$log_file" --gpu "$gpu" --gpu-driver-root "$gpu_driver_root")
 for d in "${hooks_dirs[@]}"; do args+=(--hooks-dir "$d"); done
 [ -z "$mpi_libs" ] || args+=(--mpi-libs "$mpi_libs")

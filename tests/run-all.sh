@@ -76,14 +76,14 @@ lintian_deb() {
 step lintian lintian_deb
 
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
-step unit-tests cargo test --release --workspace --exclude e2e-tests --lib --bins --tests
+step unit-tests cargo test --release --no-fail-fast --workspace --exclude e2e-tests --lib --bins --tests
 step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
 # One-node Slurm for the multi-rank tests (tests/e2e/tests/ranks.rs), with hpc-rank's
 # epilog; the tests reuse it (they would start it themselves), stopped at the end.
 step slurm-up env HPC_RANK_BIN="$HPC_HOOKS_BIN_DIR/hpc-rank" tests/slurm/slurm-up.sh
 # One test at a time: the e2e tests share podman, the mount table and the kernel log
 # (each also takes a machine-wide flock, so this is belt and braces).
-step e2e-tests cargo test --release -p e2e-tests --test '*' -- --test-threads=1
+step e2e-tests cargo test --release --no-fail-fast -p e2e-tests --test '*' -- --test-threads=1
 step fuzz fuzz/ci.sh "${FUZZ_SECONDS:-30}"
 if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
   step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"

@@ -25,6 +25,11 @@ use crate::{GenerateOptions, Roots, Vendor};
 /// content needs and references gpu-hook (--hook-path) for its create-symlinks,
 /// update-ldcache and enable-cuda-compat hooks. `list` and `validate` check installed
 /// specs the way engines load them.
+///
+/// Scripts written for `nvidia-ctk cdi generate` run unchanged for the flags that mean
+/// the same thing here (docs/cdi-gen.md has the table): `--vendor nvidia.com`,
+/// `--mode`/`--discovery-mode`, `--nvidia-cdi-hook-path`/`--nvidia-ctk-path`; `--ldconfig-path`
+/// and `--csv.file` are accepted and ignored with a notice.
 #[derive(Parser, Debug)]
 #[command(name = "cdi-gen", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -32,9 +37,46 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub generate: GenerateArgs,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long, global = true, default_value = "warn", env = "CDI_GEN_LOG")]
-    pub log_level: String,
+    /// Log level: off, error, warn, info, debug, trace, or 0-4 (0 debug .. 4 off) [default:
+    /// warn; env: CDI_GEN_LOG_LEVEL, or the older CDI_GEN_LOG].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Environment variable of `--log-level` (the `<TOOL>_LOG_LEVEL` name the other tools use).
+pub const LOG_LEVEL_ENV: &str = "CDI_GEN_LOG_LEVEL";
+/// The older name of [`LOG_LEVEL_ENV`], still read when the new one is not set.
+pub const LOG_LEVEL_ENV_OLD: &str = "CDI_GEN_LOG";
+
+impl Cli {
+    /// The log level to use and where it came from: `--log-level`, then
+    /// `CDI_GEN_LOG_LEVEL`, then `CDI_GEN_LOG`, else `warn`.
+    pub fn log_level_setting(&self) -> (String, &'static str) {
+        if let Some(l) = &self.log_level {
+            return (l.clone(), "--log-level");
+        }
+        for var in [LOG_LEVEL_ENV, LOG_LEVEL_ENV_OLD] {
+            if let Some(v) = std::env::var_os(var) {
+                return (v.to_string_lossy().into_owned(), var);
+            }
+        }
+        ("warn".to_string(), "the default")
+    }
+}
+
+/// Parses a log level the way the hooks do (`hooks_core::logging::parse_level`:
+/// `off|error|warn|info|debug|trace`, any case, `warning` too, or Sarus's numbers 0 debug
+/// .. 4 off). Returns the tracing directive.
+pub fn parse_log_level(s: &str) -> Option<&'static str> {
+    use tracing::level_filters::LevelFilter;
+    Some(match hooks_core::logging::parse_level(s)? {
+        LevelFilter::OFF => "off",
+        LevelFilter::ERROR => "error",
+        LevelFilter::WARN => "warn",
+        LevelFilter::INFO => "info",
+        LevelFilter::DEBUG => "debug",
+        _ => "trace",
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,8 +85,9 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// List the devices of the spec directories and every spec file that does not load.
     List {
-        /// Spec directory, lowest priority first (default: /etc/cdi /var/run/cdi).
-        #[arg(long = "spec-dir")]
+        /// Spec directory, lowest priority first; repeatable or ':'-separated
+        /// (default: /etc/cdi:/var/run/cdi). A directory that does not exist is warned about.
+        #[arg(long = "spec-dir", alias = "spec-dirs", value_name = "DIR")]
         spec_dirs: Vec<PathBuf>,
     },
     /// Load spec files the way engines do; exit 1 with the reason when one does not load.
@@ -66,9 +109,12 @@ pub enum Command {
     },
 }
 
+/// `--vendor`: ours (`nvidia`, `amd`) or nvidia-ctk's vendor of the kind (`nvidia.com`).
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum VendorArg {
+    #[value(alias = "nvidia.com")]
     Nvidia,
+    #[value(alias = "amd.com")]
     Amd,
 }
 
@@ -93,20 +139,39 @@ pub enum HookArg {
     All,
 }
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DiscoveryArg {
     Auto,
     Nvml,
     Procfs,
 }
 
+/// Parses `--discovery` (also given as nvidia-ctk's `--mode`/`--discovery-mode`):
+/// `auto`, `nvml`, `procfs`; nvidia-ctk's modes that have no equivalent here are refused
+/// with what to do instead.
+pub fn parse_discovery(s: &str) -> Result<DiscoveryArg, String> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => DiscoveryArg::Auto,
+        "nvml" => DiscoveryArg::Nvml,
+        "procfs" => DiscoveryArg::Procfs,
+        m @ ("csv" | "wsl" | "management" | "gds" | "mofed" | "gdrcopy" | "imex" | "nvswitch") => {
+            return Err(format!(
+                "nvidia-ctk's discovery mode '{m}' is not supported by cdi-gen, which \
+                 generates specs for NVIDIA GPUs from NVML or procfs/sysfs (auto, nvml, procfs) \
+                 and AMD GPUs (--vendor amd); use nvidia-ctk cdi generate for this mode"
+            ))
+        }
+        _ => return Err("expected auto, nvml or procfs".to_string()),
+    })
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// GPU vendor.
-    #[arg(long, value_enum, default_value = "nvidia")]
+    /// GPU vendor (nvidia-ctk's `nvidia.com`, and its --cdi-vendor, are accepted).
+    #[arg(long, value_enum, default_value = "nvidia", alias = "cdi-vendor")]
     pub vendor: VendorArg,
-    /// Class of the kind (`vendor/class`).
-    #[arg(long, default_value = "gpu")]
+    /// Class of the kind (`vendor/class`; nvidia-ctk's --cdi-class is accepted).
+    #[arg(long, default_value = "gpu", alias = "cdi-class")]
     pub class: String,
     /// Output format (default: from the --output extension, else yaml).
     #[arg(long, value_enum)]
@@ -115,7 +180,7 @@ pub struct GenerateArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Root of the driver installation.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = "/", env = "CDI_GEN_DRIVER_ROOT")]
     pub driver_root: PathBuf,
     /// Root under which /dev is looked up (default: the driver root).
     #[arg(long)]
@@ -139,11 +204,18 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "DIR")]
     pub mps_pipe_dir: Option<PathBuf>,
     /// Path of gpu-hook for the create-symlinks, update-ldcache and enable-cuda-compat hooks.
-    #[arg(long, default_value = DEFAULT_HOOK_PATH)]
+    /// (nvidia-ctk's --nvidia-cdi-hook-path and --nvidia-ctk-path are accepted for it: the
+    /// spec's hooks take gpu-hook's arguments.)
+    #[arg(
+        long,
+        default_value = DEFAULT_HOOK_PATH,
+        aliases = ["nvidia-cdi-hook-path", "nvidia-ctk-path"]
+    )]
     pub hook_path: String,
     /// Leave a hook out of the spec; repeatable. Without create-symlinks, SONAME paths
-    /// (libcuda.so.1) are bind mounts of the library instead.
-    #[arg(long = "disable-hook", value_enum)]
+    /// (libcuda.so.1) are bind mounts of the library instead (nvidia-ctk's --disable-hooks
+    /// is accepted).
+    #[arg(long = "disable-hook", alias = "disable-hooks", value_enum)]
     pub disable_hooks: Vec<HookArg>,
     /// cdiVersion to declare (default: the minimum the content needs).
     #[arg(long, value_parser = parse_version)]
@@ -152,8 +224,27 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub nvml_lib: Option<PathBuf>,
     /// Where NVIDIA GPU facts come from: auto (NVML, else procfs/sysfs), nvml, procfs.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        value_parser = parse_discovery,
+        aliases = ["mode", "discovery-mode"]
+    )]
     pub discovery: DiscoveryArg,
+    /// nvidia-ctk's ldconfig for its update-ldcache hook: accepted and ignored (gpu-hook
+    /// writes the container's loader cache natively and runs no ldconfig).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub ldconfig_path: Option<PathBuf>,
+    /// nvidia-ctk's CSV (Tegra) mode files: accepted and ignored (cdi-gen has no CSV mode).
+    /// (`csv-file` is the name clap needs for it: `--csv.file` is the alias scripts use.)
+    #[arg(
+        long = "csv-file",
+        alias = "csv.file",
+        hide = true,
+        value_name = "FILE"
+    )]
+    pub csv_files: Vec<PathBuf>,
     /// sysfs root (tests).
     #[arg(long, hide = true, default_value = "/sys", env = "CDI_GEN_SYSFS_ROOT")]
     pub sysfs_root: PathBuf,
@@ -165,6 +256,55 @@ pub struct GenerateArgs {
         env = "CDI_GEN_PROCFS_ROOT"
     )]
     pub procfs_root: PathBuf,
+}
+
+/// Notices for the nvidia-ctk flags that are accepted but have no effect here.
+impl GenerateArgs {
+    /// (level is warn when true, info otherwise; the message) for each ignored flag given.
+    pub fn ignored_flag_notices(&self) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.ldconfig_path {
+            out.push((
+                false,
+                format!(
+                    "--ldconfig-path {} is ignored: the spec's update-ldcache hook is gpu-hook, \
+                     which writes the container's loader cache natively and runs no ldconfig",
+                    p.display()
+                ),
+            ));
+        }
+        if !self.csv_files.is_empty() {
+            let files: Vec<String> = self
+                .csv_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            out.push((
+                true,
+                format!(
+                    "--csv.file {} is ignored: cdi-gen has no CSV (Tegra) mode; it discovers \
+                     NVIDIA GPUs from NVML or procfs/sysfs",
+                    files.join(", ")
+                ),
+            ));
+        }
+        let base = std::path::Path::new(&self.hook_path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if base == "nvidia-ctk" || base == "nvidia-cdi-hook" {
+            out.push((
+                true,
+                format!(
+                    "--hook-path {}: the spec's hooks take gpu-hook's arguments (create-symlinks, \
+                     update-ldcache, enable-cuda-compat), which NVIDIA's {base} may not; point \
+                     --hook-path at gpu-hook (default {DEFAULT_HOOK_PATH})",
+                    self.hook_path
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// Parses a `cdiVersion` option, refusing legacy versions.

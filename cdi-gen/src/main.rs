@@ -6,13 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cdi_gen::cli::{Cli, Command, GenerateArgs};
+use cdi_gen::cli::{parse_log_level, Cli, Command, GenerateArgs};
 use cdi_gen::exit;
 use clap::Parser;
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let (given, source) = cli.log_level_setting();
+    let level = parse_log_level(&given).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{source} {given:?} is not a log level (off, error, warn, info, debug, trace, or 0-4)"
+        )
+    })?;
     let filter = tracing_subscriber::EnvFilter::try_new(format!("cdi_gen={level},{level}"))
-        .with_context(|| format!("--log-level {level:?} is not a log level"))?;
+        .with_context(|| format!("{source} {given:?} is not a log level"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -24,6 +30,13 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 fn run_generate(args: &GenerateArgs) -> i32 {
+    for (warn, notice) in args.ignored_flag_notices() {
+        if warn {
+            tracing::warn!("{notice}");
+        } else {
+            tracing::info!("{notice}");
+        }
+    }
     let opts = args.options();
     let mut warnings = Vec::new();
     let result = cdi_gen::generate(&opts, &mut warnings);
@@ -62,7 +75,7 @@ fn print(report: &cdi_gen::inspect::Report) -> i32 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log_level) {
+    if let Err(e) = init_logging(&cli) {
         eprintln!("cdi-gen: {e:#}");
         return ExitCode::from(exit::USAGE as u8);
     }
@@ -70,13 +83,25 @@ fn main() -> ExitCode {
         None => run_generate(&cli.generate),
         Some(Command::Generate(a)) => run_generate(a),
         Some(Command::List { spec_dirs }) => {
-            let dirs = if spec_dirs.is_empty() {
+            // Empty entries of a ':'-separated list ("/a::/b", a trailing ':') are skipped.
+            let given: Vec<PathBuf> = spec_dirs
+                .iter()
+                .flat_map(std::env::split_paths)
+                .filter(|d| !d.as_os_str().is_empty())
+                .collect();
+            for d in given.iter().filter(|d| !d.is_dir()) {
+                tracing::warn!(
+                    "spec directory {} does not exist or is not a directory",
+                    d.display()
+                );
+            }
+            let dirs = if given.is_empty() {
                 cdi_specs::registry::DEFAULT_SPEC_DIRS
                     .iter()
                     .map(PathBuf::from)
                     .collect()
             } else {
-                spec_dirs.clone()
+                given
             };
             print(&cdi_gen::inspect::list(&dirs))
         }

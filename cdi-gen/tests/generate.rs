@@ -4,22 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
-use common::{FakeMachine, MachineSpec};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cdi-gen"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{bin, stderr, stdout, FakeMachine, MachineSpec};
 
 /// Runs cdi-gen for `m` with `args`; asserts success and returns (spec text, stderr).
 fn generate(m: &FakeMachine, args: &[&str]) -> (String, String) {

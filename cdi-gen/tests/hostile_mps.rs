@@ -9,11 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cdi_specs::types::Mount;
-use common::{FakeMachine, MachineSpec};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cdi-gen"))
-}
+use common::{bin, FakeMachine, MachineSpec};
 
 /// Runs cdi-gen; asserts success; returns (spec-wide mounts, stderr, spec text).
 fn generate(m: &FakeMachine, args: &[&str]) -> (Vec<Mount>, String, String) {

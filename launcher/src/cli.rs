@@ -48,8 +48,9 @@ Privileges:
   step's), in hpc-rank/<container id>.
 
 Exit status:
-  The rank's exit status (128+N when it was killed by signal N); 125 when hpc-rank
-  itself fails.")]
+  0 for --help and --version; 125 when hpc-rank itself fails (usage errors included),
+  with one `hpc-rank: error: ...` line; otherwise the rank's exit status (128+N when it
+  was killed by signal N).")]
 pub struct Cli {
     /// Container runtime.
     #[arg(long, env = "HPC_RANK_RUNTIME", value_enum, default_value = "runc")]
@@ -73,8 +74,9 @@ pub struct Cli {
     /// Extra annotation KEY=VALUE (repeatable), e.g. com.hooks.logging.level=debug.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
-    /// Extra environment variable KEY=VALUE for the rank (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    /// Extra environment variable for the rank (repeatable): KEY=VALUE, or KEY alone for
+    /// the value KEY has in hpc-rank's environment (an error when KEY is not set there).
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Bind mount SRC[:DST[:ro|rw]] (repeatable; nosuid, nodev).
     #[arg(long = "bind", short = 'b', value_name = "SRC[:DST[:ro|rw]]")]
@@ -104,7 +106,13 @@ pub struct Cli {
     /// Like --cleanup-job, for containers whose launcher process is gone (any job).
     #[arg(long, conflicts_with = "target")]
     pub cleanup_stale: bool,
-    /// Directory rootfs (runc; podman uses it through an overlay) or image (podman).
+    /// hpc-rank's own log on stderr: off, error, warn (default), info, debug (adds the
+    /// runtime command line it runs), trace, or Sarus's 0 (debug) .. 4 (off). An unknown
+    /// level is warned about and warn is used.
+    #[arg(long, env = "HPC_RANK_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Directory rootfs (runc; podman uses it through an overlay) or image (podman). For
+    /// podman, an argument starting with /, ./ or ../ is always a rootfs directory.
     #[arg(required_unless_present_any = ["cleanup_job", "cleanup_stale"])]
     pub target: Option<String>,
     /// Command and arguments run in the container.

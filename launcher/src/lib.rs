@@ -1,7 +1,9 @@
 //! hpc-rank's library side: the command-line definition ([`cli`], also used by `xtask docs`
-//! for the man page and completions), the privilege rules ([`privilege`]) and the rank
-//! cgroup placement ([`cgroup`]). Launching and cleanup live in the binary (`src/run.rs`).
+//! for the man page and completions), the privilege rules ([`privilege`]), the rank
+//! cgroup placement ([`cgroup`]) and the stderr log ([`log`]). Launching and cleanup live
+//! in the binary (`src/run.rs`).
 
 pub mod cgroup;
 pub mod cli;
+pub mod log;
 pub mod privilege;

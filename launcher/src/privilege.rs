@@ -710,6 +710,10 @@ mod tests {
             "HPC_HOOKS_LOG_FILE=/etc/x",
             "NVIDIA_VISIBLE_DEVICES=all",
             "LD_PRELOAD=/x",
+            // --env NAME takes the caller's value of NAME: refused the same way.
+            "LD_PRELOAD",
+            "HPC_HOOKS_LOG_LEVEL",
+            "CUDA_VISIBLE_DEVICES",
         ] {
             assert!(authorize(&w, &[], &[k.to_string()]).is_err(), "{k}");
         }
@@ -742,11 +746,26 @@ mod tests {
         );
     }
 
-    /// A directory under target/ (root-owned path, unlike /tmp, which is world-writable).
+    /// A directory with no group- or world-writable directory above it: under target/
+    /// when the checkout is in such a place (not under /tmp), else under /run or /var/lib.
     fn trusted_dir() -> tempfile::TempDir {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::tempdir_in(base.canonicalize().unwrap()).unwrap()
+        let trusted = |p: &Path| {
+            p.canonicalize().is_ok_and(|c| {
+                c.ancestors().all(|a| {
+                    std::fs::symlink_metadata(a).is_ok_and(|m| m.permissions().mode() & 0o022 == 0)
+                })
+            })
+        };
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        let _ = std::fs::create_dir_all(&target);
+        let base = [target.as_path(), Path::new("/run"), Path::new("/var/lib")]
+            .into_iter()
+            .find(|b| trusted(b))
+            .expect("no scratch directory without a group/world-writable parent (target/, /run, /var/lib)");
+        tempfile::Builder::new()
+            .prefix("hpc-rank-test")
+            .tempdir_in(base.canonicalize().unwrap())
+            .unwrap()
     }
 
     #[test]

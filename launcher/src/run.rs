@@ -149,7 +149,8 @@ fn all_watched() -> libc::sigset_t {
 /// `runc run` then deletes the container as usual).
 fn spawn(mut cmd: Command, pmi: Option<RawFd>) -> Result<u32> {
     cmd.env("PATH", RUNTIME_PATH);
-    let what = format!("{cmd:?}");
+    let what = command_line(&cmd);
+    tracing::debug!("running {what}");
     // SAFETY: getpid is always safe.
     let parent = unsafe { libc::getpid() };
     // SAFETY: only async-signal-safe calls (dup2, sigprocmask, setpgid, prctl, getppid,
@@ -171,10 +172,18 @@ fn spawn(mut cmd: Command, pmi: Option<RawFd>) -> Result<u32> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {what}: is the runtime installed?"))?;
+    let child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start {}: is the runtime installed?",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
     Ok(child.id())
+}
+
+/// `cmd`'s program and arguments as one shell-like line, for the log.
+fn command_line(cmd: &Command) -> String {
+    hpc_rank::log::shell_line(std::iter::once(cmd.get_program()).chain(cmd.get_args()))
 }
 
 fn status_code(status: libc::c_int) -> u8 {
@@ -244,6 +253,7 @@ fn reap_rest(max: Duration) {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
+    tracing::debug!("running {}", command_line(cmd));
     cmd.env("PATH", RUNTIME_PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -279,13 +289,15 @@ pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
     if a.command.is_empty() {
         bail!("no command given: usage is `hpc-rank [OPTIONS] ROOTFS|IMAGE COMMAND [ARGS...]`");
     }
+    let host_env: BTreeMap<String, String> = std::env::vars().collect();
+    let extra_env = spec::resolve_env(&a.env, &host_env)?;
+    check_target(a.runtime, target)?;
     let runtime = match a.runtime {
         RuntimeKind::Runc => runc_bin(a, cfg)?,
         RuntimeKind::Podman => podman_bin(a, cfg)?,
     };
     let user = privilege::rank_user(caller);
     let wrapped = matches!(caller, Caller::Wrapper(_));
-    let host_env: BTreeMap<String, String> = std::env::vars().collect();
     let id = container_id(&host_env, std::process::id());
     let ann = annotations(a)?;
     let pmi = pmi_fd(&host_env)?;
@@ -301,12 +313,43 @@ pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
     }
     match a.runtime {
         RuntimeKind::Runc => launch_runc(
-            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, pmi,
+            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, &extra_env, pmi,
         ),
         RuntimeKind::Podman => launch_podman(
-            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, pmi,
+            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, &extra_env, pmi,
         ),
     }
+}
+
+/// For podman, an argument that looks like a path (`/`, `./`, `../`, `.`, `..`) is a
+/// rootfs directory, never an image reference.
+fn looks_like_path(target: &str) -> bool {
+    ["/", "./", "../"].iter().any(|p| target.starts_with(p)) || target == "." || target == ".."
+}
+
+/// Refuses a rootfs that is not there before anything is started: runc needs a
+/// directory; for podman, a path-looking argument must be one (podman would otherwise
+/// take it as an image reference and say `invalid reference format`).
+fn check_target(runtime: RuntimeKind, target: &str) -> Result<()> {
+    let p = Path::new(target);
+    let is_path = match runtime {
+        RuntimeKind::Runc => true,
+        RuntimeKind::Podman => looks_like_path(target),
+    };
+    if !is_path || p.is_dir() {
+        return Ok(());
+    }
+    let hint = match runtime {
+        RuntimeKind::Runc => "runc needs a directory rootfs; for an image use --runtime podman",
+        RuntimeKind::Podman => {
+            "an argument starting with /, ./ or ../ is a rootfs directory; an image \
+             reference starts with a name, e.g. docker.io/library/debian:12"
+        }
+    };
+    if p.exists() {
+        bail!("rootfs {target} is not a directory ({hint})");
+    }
+    bail!("rootfs directory {target} does not exist ({hint})");
 }
 
 fn check_overlay_path(p: &Path, what: &str) -> Result<()> {
@@ -327,8 +370,8 @@ fn pmix_binds(
 ) -> Vec<spec::UserBind> {
     let binds = spec::pmix_binds(host_env, user.uid);
     if wrapped && !binds.is_empty() {
-        eprintln!(
-            "hpc-rank: note: through a wrapper, the PMIx directories {} are not bound \
+        tracing::warn!(
+            "through a wrapper, the PMIx directories {} are not bound \
              (use PMI-2: srun --mpi=pmi2)",
             binds
                 .iter()
@@ -425,6 +468,7 @@ fn launch_runc(
     id: &str,
     ann: &BTreeMap<String, String>,
     host_env: &BTreeMap<String, String>,
+    extra_env: &[String],
     pmi: Option<RawFd>,
 ) -> Result<u8> {
     let lower = Path::new(target);
@@ -532,7 +576,7 @@ fn launch_runc(
     std::fs::write(&hosts_path, hosts).context("write the container's /etc/hosts")?;
     let resolv = Path::new("/etc/resolv.conf");
     let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
-    let env = spec::rank_env(host_env, &a.env, pmi.map(|_| CONTAINER_PMI_FD));
+    let env = spec::rank_env(host_env, extra_env, pmi.map(|_| CONTAINER_PMI_FD));
     let mut binds = a.binds.clone();
     binds.extend(pmix_binds(host_env, user, wrapped));
     let cfg = spec::config_json(&SpecInput {
@@ -557,6 +601,7 @@ fn launch_runc(
         serde_json::to_vec_pretty(&cfg).expect("serialise config.json"),
     )
     .context("write config.json")?;
+    tracing::debug!("wrote {}", bundle.join("config.json").display());
 
     let mut cmd = Command::new(runc);
     cmd.arg("run");
@@ -586,9 +631,11 @@ fn podman_cgroup_parent(podman: &Path, global: &[String]) -> Result<String> {
     let own = cgroup::own_cgroup(&own_text).with_context(|| {
         format!("no usable cgroup path in /proc/self/cgroup ({own_text:?}): cannot place the rank under the job's cgroup")
     })?;
-    let out = Command::new(podman)
-        .args(global)
-        .args(["info", "--format", "{{.Host.CgroupManager}}"])
+    let mut info = Command::new(podman);
+    info.args(global)
+        .args(["info", "--format", "{{.Host.CgroupManager}}"]);
+    tracing::debug!("running {}", command_line(&info));
+    let out = info
         .env("PATH", RUNTIME_PATH)
         .stdin(Stdio::null())
         .output()
@@ -616,6 +663,7 @@ fn launch_podman(
     id: &str,
     ann: &BTreeMap<String, String>,
     host_env: &BTreeMap<String, String>,
+    extra_env: &[String],
     pmi: Option<RawFd>,
 ) -> Result<u8> {
     let mut global: Vec<String> = Vec::new();
@@ -681,7 +729,7 @@ fn launch_podman(
     for (k, v) in ann {
         cmd.arg("--annotation").arg(format!("{k}={v}"));
     }
-    for kv in spec::rank_env(host_env, &a.env, pmi.map(|_| CONTAINER_PMI_FD)) {
+    for kv in spec::rank_env(host_env, extra_env, pmi.map(|_| CONTAINER_PMI_FD)) {
         cmd.arg("--env").arg(kv);
     }
     if pmi.is_some() {
@@ -819,7 +867,7 @@ pub fn cleanup(a: &Cli, cfg: &Config) -> Result<()> {
         let _ = std::fs::remove_dir(&dir);
     }
     for r in &removed {
-        eprintln!("hpc-rank: removed leftover {r}");
+        tracing::warn!("removed leftover {r}");
     }
     if !failed.is_empty() {
         bail!(

@@ -30,6 +30,43 @@ pub const PASS_PREFIXES: &[&str] = &[
 pub const CONTAINER_PATH: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A `--env` entry that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error(
+        "--env {0}: {0} is not set in hpc-rank's environment (--env NAME passes the \
+         caller's value of NAME; give --env {0}=VALUE to set it)"
+    )]
+    Unset(String),
+    #[error("--env {0:?}: expected KEY=VALUE or KEY, with a non-empty KEY without '\\0'")]
+    BadName(String),
+}
+
+/// The `--env` entries as `KEY=VALUE`: `KEY=VALUE` is kept, `KEY` alone takes the value of
+/// KEY in `host_env` (podman's `-e NAME` habit); a KEY that is unset there is an error,
+/// never dropped.
+pub fn resolve_env(
+    entries: &[String],
+    host_env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, EnvError> {
+    entries
+        .iter()
+        .map(|e| {
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            if key.is_empty() || e.contains('\0') {
+                return Err(EnvError::BadName(e.clone()));
+            }
+            if e.contains('=') {
+                return Ok(e.clone());
+            }
+            host_env
+                .get(key)
+                .map(|v| format!("{key}={v}"))
+                .ok_or_else(|| EnvError::Unset(key.to_string()))
+        })
+        .collect()
+}
+
 /// `K=V` entries of `host_env` passed to the rank, sorted; `PMI_FD` is rewritten to
 /// `pmi_fd_in_container` when the rank gets the PMI socket.
 pub fn rank_env(
@@ -198,6 +235,41 @@ mod tests {
         assert!(!e.iter().any(|x| x.starts_with("LD_PRELOAD")));
         let e = rank_env(&host, &[], None);
         assert!(!e.iter().any(|x| x.starts_with("PMI_FD")));
+    }
+
+    #[test]
+    fn env_name_alone_takes_the_host_value_or_fails() {
+        let host: BTreeMap<String, String> = [("FOO", "from host"), ("EMPTY", "")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            resolve_env(
+                &["FOO".into(), "BAR=1".into(), "EMPTY".into(), "X=a=b".into()],
+                &host
+            ),
+            Ok(vec![
+                "FOO=from host".to_string(),
+                "BAR=1".to_string(),
+                "EMPTY=".to_string(),
+                "X=a=b".to_string()
+            ])
+        );
+        let e = resolve_env(&["NOPE".into()], &host).unwrap_err();
+        assert_eq!(e, EnvError::Unset("NOPE".into()));
+        assert_eq!(
+            e.to_string(),
+            "--env NOPE: NOPE is not set in hpc-rank's environment (--env NAME passes the \
+             caller's value of NAME; give --env NOPE=VALUE to set it)"
+        );
+        assert_eq!(
+            resolve_env(&["=x".into()], &host),
+            Err(EnvError::BadName("=x".into()))
+        );
+        assert_eq!(
+            resolve_env(&["".into()], &host),
+            Err(EnvError::BadName("".into()))
+        );
     }
 
     #[test]

@@ -101,6 +101,8 @@ for b in cdi-gen hpc-rank; do install -m 0755 "$bin/$b" "$root/usr/bin/"; done
 strip --strip-unneeded "$root"/usr/bin/* "$root"/usr/libexec/hpc-hooks/*-hook 2>/dev/null || true
 install -m 0755 "$top/packaging/hpc-hooks-configure" "$root/usr/sbin/"
 install -m 0644 "$top/packaging/hpc-hooks.conf" "$root/etc/hpc-hooks/"
+d etc/logrotate.d
+install -m 0644 "$top/packaging/logrotate/hpc-hooks" "$root/etc/logrotate.d/hpc-hooks"
 install -m 0644 "$top"/packaging/hooks.d/*.json.in "$root/usr/share/hpc-hooks/hooks.d/"
 install -m 0644 "$top"/packaging/systemd/cdi-gen-refresh.{service,path} "$root/lib/systemd/system/"
 install -m 0644 "$top/packaging/udev/99-cdi-gen.rules" "$root/lib/udev/rules.d/"
@@ -171,7 +173,7 @@ Description: OCI hooks and CDI generator for HPC and GPU containers
  AMD GPUs; hpc-rank starts one MPI rank per container under Slurm or mpiexec.
  The hooks are statically linked and never execute anything from the image.
 EOF
-echo /etc/hpc-hooks/hpc-hooks.conf >"$root/DEBIAN/conffiles"
+printf '%s\n' /etc/hpc-hooks/hpc-hooks.conf /etc/logrotate.d/hpc-hooks >"$root/DEBIAN/conffiles"
 for s in postinst prerm postrm; do install -m 0755 "$here/$s" "$root/DEBIAN/$s"; done
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"

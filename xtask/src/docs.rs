@@ -51,19 +51,31 @@ pub fn binaries() -> Vec<Binary> {
         Binary {
             name: "mpi-hook",
             section: "8",
-            see_also: &[("glibc-hook", "8"), ("hpc-rank", "1")],
+            see_also: &[
+                ("hpc-hooks-configure", "8"),
+                ("glibc-hook", "8"),
+                ("hpc-rank", "1"),
+            ],
             command: mpi_hook::cli::Cli::command(),
         },
         Binary {
             name: "glibc-hook",
             section: "8",
-            see_also: &[("mpi-hook", "8"), ("gpu-hook", "8")],
+            see_also: &[
+                ("hpc-hooks-configure", "8"),
+                ("mpi-hook", "8"),
+                ("gpu-hook", "8"),
+            ],
             command: glibc_hook::cli::Cli::command(),
         },
         Binary {
             name: "gpu-hook",
             section: "8",
-            see_also: &[("cdi-gen", "8"), ("glibc-hook", "8")],
+            see_also: &[
+                ("hpc-hooks-configure", "8"),
+                ("cdi-gen", "8"),
+                ("glibc-hook", "8"),
+            ],
             command: gpu_hook::cli::Cli::command(),
         },
         Binary {

@@ -206,3 +206,33 @@ fn clap_definitions_pass_debug_assert() {
         bin.command.debug_assert();
     }
 }
+
+#[test]
+fn hook_pages_point_at_the_conf_file_and_their_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    xtask::docs::generate(dir.path()).unwrap();
+    for hook in ["mpi-hook", "glibc-hook", "gpu-hook"] {
+        let page = read(dir.path(), &format!("man/man8/{hook}.8"));
+        // roff escapes `-` as `\-`; lines may break anywhere in the paragraph.
+        let flat = page.replace("\\-", "-").replace('\n', " ");
+        assert!(
+            flat.contains(
+                "Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8)"
+            ),
+            "{hook}: {page}"
+        );
+        let see_also = flat.split(".SH \"SEE ALSO\"").nth(1).expect("no SEE ALSO");
+        assert!(
+            see_also.contains("\\fBhpc-hooks-configure\\fR(8)"),
+            "{hook}: {see_also}"
+        );
+        let exit = flat
+            .split(".SH \"EXIT STATUS\"")
+            .nth(1)
+            .expect("no EXIT STATUS");
+        assert!(
+            exit.contains("usage and configuration errors included"),
+            "{hook}: {exit}"
+        );
+    }
+}

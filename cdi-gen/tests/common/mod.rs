@@ -9,6 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The cdi-gen binary under test (cdi-gen's own tests and benchmark; gpu-hook's tests
+/// include this file too, where cargo does not build cdi-gen's binary).
+pub fn bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_cdi-gen") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("common::bin() is for cdi-gen's own tests and benchmark"),
+    }
+}
+
+/// A command's stderr, lossily decoded.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A command's stdout, lossily decoded.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 pub const DRIVER: &str = "550.54.14";
 pub const NVIDIA_MAJOR: u32 = 195;
 pub const UVM_MAJOR: u32 = 510;
@@ -482,6 +501,8 @@ impl FakeMachine {
             .arg(&self.proc)
             .env("MOCK_NVML_CONFIG", &self.nvml_config)
             .env_remove("CDI_GEN_LOG")
+            .env_remove("CDI_GEN_LOG_LEVEL")
+            .env_remove("CDI_GEN_DRIVER_ROOT")
             .env_remove("RUST_LOG");
         c
     }

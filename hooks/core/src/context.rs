@@ -19,7 +19,9 @@ pub enum ContextError {
     Ns(#[from] crate::ns::NsError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
-    #[error("{hook}: refusing to run: its environment sets {} to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json", .keys.join(", "))]
+    #[error("standard input is a terminal: {hook} expects the OCI container state JSON on stdin, as a runtime (runc, crun, podman) gives it; it is not run by hand (see docs/troubleshooting.md, \"Running a hook by hand\")")]
+    Terminal { hook: String },
+    #[error("refusing to run: its environment sets {} to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json", .keys.join(", "))]
     ContainerEnv { hook: String, keys: Vec<String> },
 }
 
@@ -99,6 +101,18 @@ pub fn enabled(config: &BundleConfig, key: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// Reads the container state from stdin; a terminal on stdin (a hook run by hand) is
+/// refused at once instead of waiting for input.
+pub fn read_state(hook: &str) -> Result<HookState, ContextError> {
+    // SAFETY: isatty only inspects descriptor 0.
+    if unsafe { libc::isatty(0) } == 1 {
+        return Err(ContextError::Terminal {
+            hook: hook.to_string(),
+        });
+    }
+    Ok(HookState::read_from(std::io::stdin().lock())?)
+}
+
 impl HookCtx {
     /// Reads the state from stdin and sets everything up. `Ok(None)` when the hook is not
     /// enabled for this container (`activation` annotation not `true`).
@@ -109,7 +123,7 @@ impl HookCtx {
         let started = Instant::now();
         // Never depend on the cwd a runtime gives us (runc: the container rootfs).
         let _ = std::env::set_current_dir("/");
-        let state = HookState::read_from(std::io::stdin().lock())?;
+        let state = read_state(hook)?;
         Self::from_state(hook, activation, state, started)
     }
 
@@ -129,9 +143,8 @@ impl HookCtx {
         };
         logging::init_for_container(hook, &state.id, Some(&config));
         if !enabled(&config, activation) {
-            tracing::debug!(
-                container = %state.id,
-                "{hook}: not enabled for this container (annotation {activation}=true absent); nothing to do"
+            tracing::info!(
+                "not enabled for this container (annotation {activation}=true absent); nothing to do"
             );
             return Ok(None);
         }
@@ -159,8 +172,14 @@ impl HookCtx {
 
     /// Logs the final line the benchmark reads.
     pub fn finish(&self) {
+        self.finish_with("done");
+    }
+
+    /// Logs the run's one info line: what was done (`summary`), then the `hook=`,
+    /// `container=` and `elapsed_us=` fields the benchmark reads.
+    pub fn finish_with(&self, summary: &str) {
         tracing::info!(
-            "hook={} container={} elapsed_us={}",
+            "{summary}; hook={} container={} elapsed_us={}",
             self.hook,
             self.state.id,
             self.started.elapsed().as_micros()
@@ -202,7 +221,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "mpi-hook: refusing to run: its environment sets BIND_MOUNTS to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json"
+            "refusing to run: its environment sets BIND_MOUNTS to the same value as the container's process.env, so it is probably the container's environment (runc gives a hook entry without \"env\" the container's); give the hook an explicit \"env\" in its hooks.d entry or config.json"
         );
     }
 }

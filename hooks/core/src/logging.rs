@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tracing::level_filters::LevelFilter;
@@ -26,17 +27,24 @@ use crate::config::BundleConfig;
 static INITIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static ARGS: OnceLock<LogArgs> = OnceLock::new();
 static CONTAINER: OnceLock<String> = OnceLock::new();
+/// The run's span (hook name, pid, container once known), entered by [`start`].
+static SPAN: OnceLock<tracing::Span> = OnceLock::new();
+/// The effective level (see [`level_code`]); errors pass whatever it is.
+static LEVEL: AtomicU8 = AtomicU8::new(2);
+/// The admin's log file, once opened.
+static FILE: Mutex<Option<File>> = Mutex::new(None);
 
 /// Whether [`init`] ran (before it, errors can only go to plain stderr).
 pub fn initialized() -> bool {
     INITIALIZED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Reports a hook's final error once: through tracing (stderr and the log file) when
-/// logging is set up, else as a plain (escaped) line on stderr.
+/// Reports a hook's final error once: through tracing (stderr and the log file, whatever
+/// the level: errors always pass) when logging is set up, else as a plain (escaped)
+/// `HOOK: error: MESSAGE` line on stderr.
 pub fn report_error(hook: &str, err: &dyn std::fmt::Display) {
     if initialized() {
-        tracing::error!("{hook}: {err}");
+        tracing::error!("{err}");
     } else {
         eprint!(
             "{}",
@@ -50,6 +58,10 @@ pub const FILE_ENV: &str = "HPC_HOOKS_LOG_FILE";
 pub const LEVEL_ANNOTATION: &str = "com.hooks.logging.level";
 /// Level when the admin sets none.
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::WARN;
+/// The accepted levels, as every message and tool names them.
+pub const LEVELS: &str = "off, error, warn, info, debug, trace, or Sarus's 0 debug .. 4 off";
+/// Where the hooks' configuration lives (every hook's help and man page says so).
+pub const CONFIGURED_BY: &str = "Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package writes the hooks.d files from it, so edit the conf file, not the hooks.d files.";
 /// The logging part of every hook's `--help` and man page.
 pub const ENV_HELP: &str = "\
 Logging:
@@ -61,16 +73,30 @@ Logging:
       existing file must be a regular file. A refused file is reported once on stderr
       and the hook runs on. Every event is one line: control characters are escaped.
   Levels
-      off, error, warn (default), info, debug, trace. The admin's level is a floor: the
-      container annotation com.hooks.logging.level (Sarus numbers 0 debug .. 4 off, or
-      names) can only make the log more verbose. Device grants are logged at warn.
+      off, error, warn (default), info, debug, trace, or Sarus's numbers 0 debug, 1 info,
+      2 warn, 3 error, 4 off; an unknown level is warned about and warn is used. The
+      admin's level is a floor: the container annotation com.hooks.logging.level (same
+      values) can only make the log more verbose. Errors are always logged, to stderr and
+      to the log file, whatever the level (off included). Device grants are logged at
+      warn; each successful run logs one info line saying what it did.
+  Lines
+      LEVEL HOOK{pid=PID container=ID}: MESSAGE, on stderr and in the file (which adds a
+      UTC time in front); an error before the container state is read has no container
+      yet. An error is one ERROR line, each cause once.
 
 Environment:
   HPC_HOOKS_LOG_LEVEL, HPC_HOOKS_LOG_FILE
       Used only when the matching argument is absent and the container's process.env
       does not set the same variable: a hook entry without \"env\" runs with the
       container's environment, so a variable the container also sets is ignored, with a
-      warning on stderr. Prefer the arguments.";
+      warning on stderr. Prefer the arguments.
+
+Exit status:
+  0
+      Done, or nothing to do for this container (not enabled, nothing requested).
+  1
+      Any error, usage and configuration errors included (never 2): one ERROR line on
+      stderr and in the log file. A terminal on stdin (a hook run by hand) is one.";
 
 /// The log arguments every hook accepts (flattened into its clap command line). They
 /// have no environment fallback in clap: the environment is handled by [`admin_settings`].
@@ -80,22 +106,47 @@ pub struct LogArgs {
     /// others cannot write; never followed through a symlink).
     #[arg(long, value_name = "FILE", global = true)]
     pub log_file: Option<PathBuf>,
-    /// The admin's log level (off, error, warn, info, debug, trace); a floor that the
-    /// container's com.hooks.logging.level annotation can only raise.
-    #[arg(long, value_name = "LEVEL", value_parser = parse_level_arg, global = true)]
-    pub log_level: Option<LevelFilter>,
+    /// The admin's log level (off, error, warn, info, debug, trace, or 0-4); a floor that
+    /// the container's com.hooks.logging.level annotation can only raise. An unknown
+    /// level is warned about and warn is used.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub log_level: Option<String>,
 }
 
-fn parse_level_arg(s: &str) -> Result<LevelFilter, String> {
-    parse_level(s).ok_or_else(|| {
-        format!("'{s}' is not a log level (off, error, warn, info, debug, trace, or 0-4)")
-    })
-}
-
-/// Records the hook's log arguments; call first in `main`, before the container is read.
-/// Later calls are ignored.
-pub fn set_args(args: LogArgs) {
-    let _ = ARGS.set(args);
+/// The log arguments found in `argv` before (and whatever) clap parses: `--log-file F`,
+/// `--log-file=F`, `--log-level L`, `--log-level=L`; the last one wins, anything else is
+/// skipped. A value that looks like another option is not taken.
+pub fn scan_log_args(argv: &[OsString]) -> LogArgs {
+    let mut out = LogArgs::default();
+    let mut it = argv.iter().skip(1).peekable();
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        for (flag, is_file) in [("--log-file", true), ("--log-level", false)] {
+            let value = if a == flag {
+                match it.peek() {
+                    Some(v) if !v.to_string_lossy().starts_with("--") => {
+                        it.next().map(|v| v.to_string_lossy().into_owned())
+                    }
+                    _ => None,
+                }
+            } else {
+                a.strip_prefix(flag)
+                    .and_then(|r| r.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            if let Some(v) = value {
+                if is_file {
+                    out.log_file = Some(PathBuf::from(v));
+                } else {
+                    out.log_level = Some(v);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The container id the hook runs for, once logging is set up (for log lines that
@@ -187,11 +238,12 @@ pub fn admin_settings(
     } else {
         None
     };
-    let level = match (args.log_level, env_level) {
-        (Some(l), _) => l,
+    let level = match (args.log_level.clone(), env_level) {
+        // An unknown level in the args is warned about by [`start`].
+        (Some(l), _) => parse_level(&l).unwrap_or(DEFAULT_LEVEL),
         (None, Some(v)) => parse_level(&v.to_string_lossy()).unwrap_or_else(|| {
             refused.push(format!(
-                "ignoring {LEVEL_ENV}={}: not a log level (off, error, warn, info, debug, trace)",
+                "ignoring {LEVEL_ENV}={}: not a log level ({LEVELS}); using warn",
                 v.to_string_lossy()
             ));
             DEFAULT_LEVEL
@@ -213,11 +265,16 @@ fn arg_of(key: &str) -> &'static str {
     }
 }
 
-/// Sets up logging for a hook working on container `id`: the admin's settings from
-/// [`set_args`] and the environment rules of [`admin_settings`], the level raised by the
-/// container's annotation. `config` is `None` when config.json could not be read.
+/// Completes the logging set up by [`start`] once the container is known: records the
+/// container id on the run's span, takes `HPC_HOOKS_LOG_*` from the environment under the
+/// rules of [`admin_settings`] (the file only when no `--log-file` was given), and raises
+/// the level by the container's annotation. `config` is `None` when config.json could not
+/// be read. Without [`start`] (library tests), installs logging as before.
 pub fn init_for_container(hook: &'static str, id: &str, config: Option<&BundleConfig>) {
     let _ = CONTAINER.set(id.to_string());
+    if let Some(span) = SPAN.get() {
+        span.record("container", tracing::field::display(id));
+    }
     let args = ARGS.get().cloned().unwrap_or_default();
     let container_env = config.map(|c| {
         c.spec
@@ -227,12 +284,311 @@ pub fn init_for_container(hook: &'static str, id: &str, config: Option<&BundleCo
             .unwrap_or_default()
     });
     let s = admin_settings(&args, &|k| std::env::var_os(k), container_env.as_deref());
-    for line in &s.refused {
-        eprint!("{}", escape_event(format!("{hook}: {line}\n").as_bytes()));
-    }
     let empty = HashMap::new();
     let annotations = config.map(|c| &c.annotations).unwrap_or(&empty);
-    init(hook, effective_level(s.level, annotations), s.file);
+    let level = effective_level(s.level, annotations);
+    if !initialized() {
+        for line in &s.refused {
+            eprint!("{}", escape_event(format!("{hook}: {line}\n").as_bytes()));
+        }
+        init(hook, level, s.file);
+        return;
+    }
+    set_level(level);
+    for line in &s.refused {
+        tracing::warn!("{line}");
+    }
+    if args.log_file.is_none() {
+        if let Some(path) = s.file {
+            open_into_file_slot(&path);
+        }
+    }
+}
+
+fn level_code(l: LevelFilter) -> u8 {
+    match l {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => 1,
+        LevelFilter::WARN => 2,
+        LevelFilter::INFO => 3,
+        LevelFilter::DEBUG => 4,
+        _ => 5,
+    }
+}
+
+fn current_level() -> LevelFilter {
+    let l = match LEVEL.load(Ordering::Relaxed) {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    // The floor for errors: they are always logged, whatever the admin's level.
+    l.max(LevelFilter::ERROR)
+}
+
+fn set_level(l: LevelFilter) {
+    LEVEL.store(level_code(l), Ordering::Relaxed);
+}
+
+/// Opens the admin log file into the file layer's slot; a refusal is reported on stderr.
+fn open_into_file_slot(path: &Path) {
+    match open_log_file(path) {
+        Ok(f) => {
+            if let Ok(mut slot) = FILE.lock() {
+                *slot = Some(f);
+            }
+        }
+        Err(e) => {
+            let hook = SPAN
+                .get()
+                .and_then(|s| s.metadata())
+                .map(|m| m.name())
+                .unwrap_or("hook");
+            eprint!(
+                "{}",
+                escape_event(
+                    format!(
+                        "{hook}: log file {} refused, logging to stderr only: {e}\n",
+                        path.display()
+                    )
+                    .as_bytes()
+                )
+            );
+        }
+    }
+}
+
+/// The file layer's writer: the admin log file once opened, else nothing.
+struct FileSlot;
+
+impl Write for FileSlot {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match FILE.lock() {
+            Ok(mut g) => match g.as_mut() {
+                Some(f) => f.write(b),
+                None => Ok(b.len()),
+            },
+            Err(_) => Ok(b.len()),
+        }
+    }
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match FILE.lock() {
+            Ok(mut g) => match g.as_mut() {
+                Some(f) => f.write_all(b),
+                None => Ok(()),
+            },
+            Err(_) => Ok(()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The file layer's field formatter: the default one under its own type, so that the
+/// two layers keep separate formatted span fields (one shared set would get a field
+/// recorded later, the container id, appended once per layer).
+struct FileFields(tracing_subscriber::fmt::format::DefaultFields);
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for FileFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer, fields)
+    }
+}
+
+/// The span every line of a run carries: the hook's name, its pid, and the container
+/// id once the state is read (`mpi-hook{pid=4242 container=abc}`).
+fn run_span(hook: &'static str) -> tracing::Span {
+    use tracing::field::Empty;
+    let pid = std::process::id();
+    // Span names are static: one arm per hook. At ERROR level so that the span is
+    // enabled whenever an event can be (errors always pass).
+    match hook {
+        "mpi-hook" => tracing::error_span!("mpi-hook", pid, container = Empty),
+        "glibc-hook" => tracing::error_span!("glibc-hook", pid, container = Empty),
+        "gpu-hook" => tracing::error_span!("gpu-hook", pid, container = Empty),
+        "gpu-hook create-symlinks" => {
+            tracing::error_span!("gpu-hook create-symlinks", pid, container = Empty)
+        }
+        "gpu-hook update-ldcache" => {
+            tracing::error_span!("gpu-hook update-ldcache", pid, container = Empty)
+        }
+        "gpu-hook enable-cuda-compat" => {
+            tracing::error_span!("gpu-hook enable-cuda-compat", pid, container = Empty)
+        }
+        _ => tracing::error_span!("hook", name = hook, pid, container = Empty),
+    }
+}
+
+/// Sets up logging first thing in `main`, before the arguments are parsed: the log
+/// arguments are taken from `argv` by [`scan_log_args`] (so that a usage or
+/// configuration error reaches the admin's log), the log file is opened, the global
+/// subscriber installed (stderr and the file; errors always pass) and the run's span
+/// entered. Keep the returned guard alive for the whole run.
+pub fn start(hook: &'static str, argv: &[OsString]) -> tracing::span::EnteredSpan {
+    let args = scan_log_args(argv);
+    let bad_level = args
+        .log_level
+        .as_deref()
+        .filter(|l| parse_level(l).is_none())
+        .map(str::to_owned);
+    set_level(
+        args.log_level
+            .as_deref()
+            .and_then(parse_level)
+            .unwrap_or(DEFAULT_LEVEL),
+    );
+    let filter = || tracing_subscriber::filter::filter_fn(|m| current_level() >= *m.level());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(Escaped(std::io::stderr))
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_filter(filter());
+    let file = tracing_subscriber::fmt::layer()
+        .fmt_fields(FileFields(Default::default()))
+        .with_writer(Escaped(|| FileSlot))
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(filter());
+    if tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .try_init()
+        .is_ok()
+    {
+        INITIALIZED.store(true, Ordering::Relaxed);
+    }
+    let span = run_span(hook);
+    let _ = SPAN.set(span.clone());
+    if let Some(path) = &args.log_file {
+        open_into_file_slot(path);
+    }
+    let _ = ARGS.set(args);
+    let guard = span.entered();
+    if let Some(l) = bad_level {
+        tracing::warn!("ignoring --log-level {l}: not a log level ({LEVELS}); using warn");
+    }
+    guard
+}
+
+/// Parses the command line of hook `hook` after [`start`]: `--help`/`--version` print
+/// and give `Err(0)`; any other clap error is logged as one error line naming what the
+/// admin set (see [`usage_error`]) and gives `Err(1)`: hooks exit 0 or 1 only.
+pub fn parse_cli<C: clap::Parser>(
+    hook: &str,
+    argv: &[OsString],
+) -> Result<C, std::process::ExitCode> {
+    match C::try_parse_from(argv) {
+        Ok(c) => Ok(c),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let msg = usage_error(&C::command(), &e, argv, &|k| std::env::var_os(k));
+            report_error(hook, &msg);
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+fn find_long<'a>(cmd: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .or_else(|| cmd.get_subcommands().find_map(|s| find_long(s, long)))
+}
+
+/// One line for a clap error. An invalid value names where it came from: the
+/// environment variable (`MPI_COMPATIBILITY_TYPE=bogus: invalid value for
+/// --mpi-compatibility-type; valid: major, full, strict, dependencies`) when the option
+/// is not on the command line and the variable holds the value, else the option.
+pub fn usage_error(
+    cmd: &clap::Command,
+    err: &clap::Error,
+    argv: &[OsString],
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let text = |k| match err.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        if let (Some(arg), Some(value)) = (
+            text(ContextKind::InvalidArg),
+            text(ContextKind::InvalidValue),
+        ) {
+            let flag = arg.split_whitespace().next().unwrap_or(&arg).to_string();
+            let long = flag.trim_start_matches('-');
+            let on_command_line = argv.iter().skip(1).any(|a| {
+                let a = a.to_string_lossy();
+                a == flag || a.starts_with(&format!("{flag}="))
+            });
+            let from_env = find_long(cmd, long)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+                .filter(|e| {
+                    !on_command_line && env(e).is_some_and(|v| v.to_string_lossy() == value)
+                });
+            let who = match from_env {
+                Some(e) => format!("{e}={value}"),
+                None => format!("{flag} {value}"),
+            };
+            let mut msg = format!("{who}: invalid value for {flag}");
+            if let Some(src) = std::error::Error::source(err) {
+                msg.push_str(&format!(": {src}"));
+            }
+            if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
+                msg.push_str(&format!("; valid: {}", valid.join(", ")));
+            }
+            return msg;
+        }
+    }
+    let rendered = err.render().to_string();
+    let mut parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    if let Some(first) = parts.first_mut() {
+        *first = first.strip_prefix("error: ").unwrap_or(first);
+    }
+    format!("{}; see --help", parts.join("; "))
+}
+
+/// An error and its causes on one line, each cause once: a source whose text the line
+/// already holds (`#[error(transparent)]`, or a message that embeds its source) is not
+/// repeated.
+pub fn error_chain<'a>(
+    chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = String::new();
+    for e in chain {
+        let t = e.to_string();
+        if out.is_empty() {
+            out = t;
+        } else if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+    }
+    out
 }
 
 /// Why a log file was refused.
@@ -433,6 +789,8 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Escaped<M> {
 /// with [`open_log_file`]). A refused log file is reported once on stderr with the
 /// reason; the hook runs on.
 pub fn init(hook: &'static str, level: LevelFilter, file: Option<PathBuf>) {
+    // Errors always pass.
+    let level = level.max(LevelFilter::ERROR);
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(Escaped(std::io::stderr))
         .with_ansi(false)
@@ -521,7 +879,7 @@ mod tests {
     fn args_win_and_env_is_not_read_for_them() {
         let args = LogArgs {
             log_file: Some("/var/log/a.log".into()),
-            log_level: Some(LevelFilter::INFO),
+            log_level: Some("info".into()),
         };
         let env = env_of(&[(FILE_ENV, "/tmp/evil"), (LEVEL_ENV, "off")]);
         let s = admin_settings(&args, &env, Some(&[format!("{FILE_ENV}=/tmp/evil")]));
@@ -575,8 +933,124 @@ mod tests {
         assert_eq!(s.level, DEFAULT_LEVEL);
         assert_eq!(
             s.refused,
-            vec!["ignoring HPC_HOOKS_LOG_LEVEL=loud: not a log level (off, error, warn, info, debug, trace)"]
+            vec!["ignoring HPC_HOOKS_LOG_LEVEL=loud: not a log level (off, error, warn, info, debug, trace, or Sarus's 0 debug .. 4 off); using warn"]
         );
+        // An unknown level in the args means warn, and the environment is not read.
+        let env = env_of(&[(LEVEL_ENV, "debug")]);
+        let args = LogArgs {
+            log_file: None,
+            log_level: Some("verbose".into()),
+        };
+        let s = admin_settings(&args, &env, Some(&[]));
+        assert_eq!(s.level, DEFAULT_LEVEL);
+        assert!(s.refused.is_empty(), "{:?}", s.refused);
+    }
+
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn log_args_are_found_before_clap() {
+        let a = scan_log_args(&argv(&[
+            "mpi-hook",
+            "--bogus",
+            "--log-file",
+            "/var/log/a.log",
+            "--log-level=verbose",
+        ]));
+        assert_eq!(a.log_file, Some(PathBuf::from("/var/log/a.log")));
+        assert_eq!(a.log_level.as_deref(), Some("verbose"));
+        let a = scan_log_args(&argv(&["h", "--log-file=/x.log", "--log-level", "--other"]));
+        assert_eq!(a.log_file, Some(PathBuf::from("/x.log")));
+        assert_eq!(a.log_level, None);
+        let a = scan_log_args(&argv(&["h", "--", "--log-file", "/x.log"]));
+        assert_eq!(a, LogArgs::default());
+        // The program name is not an argument.
+        assert_eq!(
+            scan_log_args(&argv(&["--log-level=info"])),
+            LogArgs::default()
+        );
+    }
+
+    #[derive(clap::ValueEnum, Clone, Debug)]
+    enum Kind {
+        Major,
+        Full,
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct TestCli {
+        #[arg(long, env = "TEST_KIND_17", value_enum, default_value = "major")]
+        kind: Kind,
+        #[arg(long)]
+        number: Option<u32>,
+    }
+
+    fn usage(a: &[&str], env: &[(&str, &str)]) -> String {
+        use clap::{CommandFactory, Parser};
+        let argv = argv(a);
+        let env = env_of(env);
+        let cmd = TestCli::command();
+        // clap reads the real environment; the value is given on the command line or
+        // from `env` through the message only.
+        let e = TestCli::try_parse_from(&argv).unwrap_err();
+        usage_error(&cmd, &e, &argv, &env)
+    }
+
+    #[test]
+    fn usage_errors_name_the_variable_or_the_flag() {
+        // The value came from the environment variable: the variable is named.
+        std::env::set_var("TEST_KIND_17", "bogus");
+        assert_eq!(
+            usage(&["t"], &[("TEST_KIND_17", "bogus")]),
+            "TEST_KIND_17=bogus: invalid value for --kind; valid: major, full"
+        );
+        std::env::remove_var("TEST_KIND_17");
+        assert_eq!(
+            usage(&["t", "--kind", "bogus"], &[]),
+            "--kind bogus: invalid value for --kind; valid: major, full"
+        );
+        assert_eq!(
+            usage(&["t", "--number=x"], &[]),
+            "--number x: invalid value for --number: invalid digit found in string"
+        );
+        assert_eq!(
+            usage(&["t", "--bogus"], &[]),
+            "unexpected argument '--bogus' found; Usage: t [OPTIONS]; see --help"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("not valid JSON ({0}); start it from a runtime")]
+        Json(#[source] std::io::Error),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error(transparent)]
+        Inner(#[from] Inner),
+        #[error("cannot open the log")]
+        Open(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let e = Outer::from(Inner::Json(std::io::Error::other("EOF while parsing")));
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(
+            error_chain(chain),
+            "not valid JSON (EOF while parsing); start it from a runtime"
+        );
+        // A cause the message does not hold is appended.
+        let e = Outer::Open(std::io::Error::other("permission denied"));
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(error_chain(chain), "cannot open the log: permission denied");
     }
 
     #[test]

@@ -23,8 +23,12 @@ use clap::{Parser, Subcommand};
 /// glibc does it bind each host glibc file read-only over the image's file of the same
 /// soname. A musl image, another architecture, a library needing GLIBC_PRIVATE or a host
 /// glibc older than the need make container creation fail.
+///
+/// Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package
+/// writes the hooks.d files from it, so edit the conf file, not the hooks.d files.
 #[derive(Parser, Debug)]
 #[command(version)]
+#[command(after_help = hooks_core::logging::CONFIGURED_BY)]
 #[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,7 +36,12 @@ pub struct Cli {
     #[command(flatten)]
     pub log: hooks_core::logging::LogArgs,
     /// Host glibc files, `:`-separated (default: every glibc library in the host's ld.so.cache).
-    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
+    #[arg(
+        long,
+        env = "GLIBC_LIBS",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub glibc_libs: String,
 }
 

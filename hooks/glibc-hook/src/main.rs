@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use glibc_hook::cli::{Cli, Cmd};
 use hooks_core::context::HookCtx;
 use hooks_core::glibc_plan::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
@@ -14,12 +13,63 @@ fn run(args: Cli) -> anyhow::Result<()> {
     };
     let plan = glibc_step(&ctx, &[], GlibcAction::Inject, &args.glibc_libs)?;
     ctx.apply(&plan)?;
-    ctx.finish();
+    ctx.finish_with(&if plan.is_empty() {
+        "glibc: the image's glibc is new enough; nothing replaced".to_string()
+    } else {
+        format!(
+            "glibc injected: {} files replaced, {} added",
+            plan.replace.len(),
+            plan.add.len()
+        )
+    });
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "check-hooks-json") {
+        // A helper of hpc-hooks-configure, not a hook run: no hook logging.
+        let args = match <Cli as clap::Parser>::try_parse_from(&argv) {
+            Ok(a) => a,
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                let msg = hooks_core::logging::usage_error(
+                    &<Cli as clap::CommandFactory>::command(),
+                    &e,
+                    &argv,
+                    &|k| std::env::var_os(k),
+                );
+                eprintln!("glibc-hook check-hooks-json: error: {msg}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return check_hooks_json(&args);
+    }
+    // Logging first, so that a usage or configuration error reaches the admin's log.
+    let _run = hooks_core::logging::start("glibc-hook", &argv);
+    let args = match hooks_core::logging::parse_cli::<Cli>("glibc-hook", &argv) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if args.command.is_some() {
+        return check_hooks_json(&args);
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            hooks_core::logging::report_error(
+                "glibc-hook",
+                &hooks_core::logging::error_chain(e.chain()),
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_hooks_json(args: &Cli) -> ExitCode {
     if let Some(Cmd::CheckHooksJson { files }) = &args.command {
         for f in files {
             if let Err(e) = glibc_hook::hooks_json::check_file(f) {
@@ -27,14 +77,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        return ExitCode::SUCCESS;
     }
-    hooks_core::logging::set_args(args.log.clone());
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            hooks_core::logging::report_error("glibc-hook", &format!("{e:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }

@@ -765,10 +765,28 @@ mod tests {
         assert_eq!(library_dirs(&m.mounts), ["/usr/lib"]);
     }
 
-    /// A scratch directory outside world-writable directories (the workspace's target/).
+    /// A scratch directory outside world-writable directories: the workspace's target/
+    /// when no directory above it is world-writable (a checkout under /tmp is), else
+    /// /run or /var/lib (root-owned on every Debian machine).
     fn trusted_tmp() -> tempfile::TempDir {
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target");
-        tempfile::tempdir_in(base).unwrap()
+        let trusted = |p: &Path| {
+            p.canonicalize().is_ok_and(|c| {
+                c.ancestors().all(|a| {
+                    std::fs::symlink_metadata(a).is_ok_and(|m| m.permissions().mode() & 0o002 == 0)
+                })
+            })
+        };
+        let target = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target"));
+        let base = [target, Path::new("/run"), Path::new("/var/lib")]
+            .into_iter()
+            .find(|b| trusted(b))
+            .expect(
+                "no scratch directory outside world-writable directories (target/, /run, /var/lib)",
+            );
+        tempfile::Builder::new()
+            .prefix("gpu-hook-test")
+            .tempdir_in(base)
+            .unwrap()
     }
 
     fn unsafe_reason(path: &Path) -> String {

@@ -40,9 +40,13 @@ use crate::resolve::Source;
 /// cache. When the injected libraries need a newer glibc than the image has, the host glibc
 /// is injected if the container is annotated com.hooks.glibc.enabled=true; otherwise
 /// container creation fails. The subcommands are the createContainer hooks that CDI specs
-/// written by cdi-gen reference.
+/// written by cdi-gen reference; they take only their own options and the log options.
+///
+/// Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package
+/// writes the hooks.d files from it, so edit the conf file, not the hooks.d files.
 #[derive(Parser, Debug)]
 #[command(version)]
+#[command(after_help = hooks_core::logging::CONFIGURED_BY)]
 #[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     #[command(flatten)]
@@ -50,68 +54,54 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Cmd>,
     /// Root of the driver installation (libraries, binaries, firmware).
-    #[arg(long, env = "GPU_HOOK_DRIVER_ROOT", default_value = "/", global = true)]
+    #[arg(long, env = "GPU_HOOK_DRIVER_ROOT", default_value = "/")]
     pub driver_root: PathBuf,
     /// Root under which /dev is looked up (default: the driver root).
-    #[arg(long, env = "GPU_HOOK_DEV_ROOT", global = true)]
+    #[arg(long, env = "GPU_HOOK_DEV_ROOT")]
     pub dev_root: Option<PathBuf>,
-    /// sysfs root (tests).
-    #[arg(
-        long,
-        env = "GPU_HOOK_SYSFS_ROOT",
-        default_value = "/sys",
-        global = true
-    )]
+    /// sysfs root (tests only).
+    #[arg(long, env = "GPU_HOOK_SYSFS_ROOT", default_value = "/sys", hide = true)]
     pub sysfs_root: PathBuf,
-    /// procfs root (tests).
+    /// procfs root (tests only).
     #[arg(
         long,
         env = "GPU_HOOK_PROCFS_ROOT",
         default_value = "/proc",
-        global = true
+        hide = true
     )]
     pub procfs_root: PathBuf,
     /// CDI spec directories, `:`-separated, lowest priority first.
     #[arg(
         long,
         env = "GPU_HOOK_SPEC_DIRS",
-        default_value = "/etc/cdi:/var/run/cdi",
-        global = true
+        default_value = "/etc/cdi:/var/run/cdi"
     )]
     pub spec_dirs: String,
     /// Where device edits come from: spec files, live discovery, or auto (specs for the
     /// kinds they define, discovery for the others).
-    #[arg(
-        long,
-        env = "GPU_HOOK_SOURCE",
-        value_enum,
-        default_value = "auto",
-        global = true
-    )]
+    #[arg(long, env = "GPU_HOOK_SOURCE", value_enum, default_value = "auto")]
     pub source: Source,
     /// How NVIDIA facts are discovered: auto (NVML, else procfs/sysfs), nvml, procfs.
-    #[arg(
-        long,
-        env = "GPU_HOOK_DISCOVERY",
-        value_enum,
-        default_value = "auto",
-        global = true
-    )]
+    #[arg(long, env = "GPU_HOOK_DISCOVERY", value_enum, default_value = "auto")]
     pub discovery: Discovery,
     /// Path of libnvidia-ml.so.1 (default: from the driver root).
-    #[arg(long, env = "GPU_HOOK_NVML_LIB", global = true)]
+    #[arg(long, env = "GPU_HOOK_NVML_LIB")]
     pub nvml_lib: Option<PathBuf>,
     /// cdi-gen binary (absolute path) that queries NVML for the hook, in a child process
     /// with a clean environment: the hook itself never loads driver libraries.
     #[arg(
         long = "cdi-gen",
         env = "GPU_HOOK_CDI_GEN",
-        default_value = "/usr/bin/cdi-gen",
-        global = true
+        default_value = "/usr/bin/cdi-gen"
     )]
     pub cdi_gen: PathBuf,
     /// Host glibc files for the glibc step, `:`-separated (default: from the host's ld.so.cache).
-    #[arg(long, env = "GLIBC_LIBS", default_value = "", global = true)]
+    #[arg(
+        long,
+        env = "GLIBC_LIBS",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub glibc_libs: String,
     /// Which containers may request GPUs through NVIDIA_VISIBLE_DEVICES or
     /// ROCR_VISIBLE_DEVICES in their environment: never; privileged (their bounding

@@ -73,8 +73,7 @@ pub fn load(hook: &'static str) -> Result<Loaded, GpuHookError> {
     let started = Instant::now();
     // Never depend on the cwd a runtime gives us (runc: the container rootfs).
     let _ = std::env::set_current_dir("/");
-    let state = HookState::read_from(std::io::stdin().lock())
-        .map_err(hooks_core::context::ContextError::from)?;
+    let state = hooks_core::context::read_state(hook)?;
     let config = match BundleConfig::load(&state) {
         Ok(c) => c,
         Err(e) => {
@@ -152,14 +151,14 @@ pub fn inject(opts: &InjectOptions) -> Result<bool, GpuHookError> {
     let outcome = request::from_config(env, &loaded.config.annotations, &opts.policy, privileged)?;
     for i in &outcome.ignored {
         if i.is_warning() {
-            tracing::warn!(container = %loaded.state.id, "gpu-hook: {i}");
+            tracing::warn!("{i}");
         } else {
-            tracing::info!(container = %loaded.state.id, "gpu-hook: {i}");
+            tracing::info!("{i}");
         }
     }
     let req = outcome.request;
     if req.is_empty() {
-        tracing::debug!(container = %loaded.state.id, "gpu-hook: no GPU requested; nothing to do");
+        tracing::info!("no GPU requested (or none the policy allows); nothing to do");
         return Ok(false);
     }
     run_request(loaded, &req, opts)?;
@@ -168,7 +167,7 @@ pub fn inject(opts: &InjectOptions) -> Result<bool, GpuHookError> {
 
 fn run_request(loaded: Loaded, req: &Request, opts: &InjectOptions) -> Result<(), GpuHookError> {
     tracing::info!(
-        "gpu-hook: request {} from {}",
+        "request {} from {}",
         req.devices.join(", "),
         req.sources.join("; ")
     );
@@ -245,7 +244,13 @@ fn run_request(loaded: Loaded, req: &Request, opts: &InjectOptions) -> Result<()
     for l in apply_merged(&ctx, &root, &merged, compat.is_some())? {
         tracing::info!("{l}");
     }
-    ctx.finish();
+    ctx.finish_with(&format!(
+        "GPUs injected ({}): {} device nodes, {} mounts, {} links",
+        req.devices.join(", "),
+        merged.nodes.len(),
+        merged.mounts.len(),
+        merged.links.len()
+    ));
     Ok(())
 }
 
@@ -354,7 +359,7 @@ pub fn create_symlinks(links: &[String]) -> Result<(), GpuHookError> {
     for l in apply::create_links(&root, &ctx.rootfs, &links)? {
         tracing::info!("{l}");
     }
-    ctx.finish();
+    ctx.finish_with(&format!("{} symlinks checked or created", links.len()));
     Ok(())
 }
 
@@ -364,7 +369,10 @@ pub fn update_ldcache(folders: &[PathBuf]) -> Result<(), GpuHookError> {
     for l in hooks_core::ldcache_update::add_dirs_to_container_cache(&ctx.rootfs, folders)? {
         tracing::info!("{l}");
     }
-    ctx.finish();
+    ctx.finish_with(&format!(
+        "{} folders added to the container's loader cache",
+        folders.len()
+    ));
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use gpu_hook::cli::{Cli, Cmd, Discovery};
 use gpu_hook::resolve::ResolveOptions;
 
@@ -56,19 +55,32 @@ fn run(args: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run's name from the raw command line (logging starts before clap parses it).
+fn run_name(argv: &[std::ffi::OsString]) -> &'static str {
+    for a in argv.iter().skip(1) {
+        match a.to_str() {
+            Some("create-symlinks") => return "gpu-hook create-symlinks",
+            Some("update-ldcache") => return "gpu-hook update-ldcache",
+            Some("enable-cuda-compat") => return "gpu-hook enable-cuda-compat",
+            _ => {}
+        }
+    }
+    "gpu-hook"
+}
+
 fn main() -> ExitCode {
-    let args = Cli::parse();
-    hooks_core::logging::set_args(args.log.clone());
-    let name = match &args.command {
-        Some(Cmd::CreateSymlinks { .. }) => "gpu-hook create-symlinks",
-        Some(Cmd::UpdateLdcache { .. }) => "gpu-hook update-ldcache",
-        Some(Cmd::EnableCudaCompat { .. }) => "gpu-hook enable-cuda-compat",
-        None => "gpu-hook",
+    // Logging first, so that a usage or configuration error reaches the admin's log.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = run_name(&argv);
+    let _run = hooks_core::logging::start(name, &argv);
+    let args = match hooks_core::logging::parse_cli::<Cli>(name, &argv) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            hooks_core::logging::report_error(name, &format!("{e:#}"));
+            hooks_core::logging::report_error(name, &hooks_core::logging::error_chain(e.chain()));
             ExitCode::FAILURE
         }
     }

@@ -30,27 +30,48 @@ use hooks_core::abi::CompatType;
 /// glibc than the image has, the host glibc is injected if the container is also annotated
 /// com.hooks.glibc.enabled=true; otherwise container creation fails with a message naming
 /// both versions. Nothing from the image is executed.
+///
+/// Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package
+/// writes the hooks.d files from it, so edit the conf file, not the hooks.d files.
 #[derive(Parser, Debug)]
 #[command(version)]
+#[command(after_help = hooks_core::logging::CONFIGURED_BY)]
 #[command(after_long_help = hooks_core::logging::ENV_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub log: hooks_core::logging::LogArgs,
-    /// Host MPI libraries, `:`-separated (full paths).
-    #[arg(long, env = "MPI_LIBS", default_value = "")]
+    /// Required: the host MPI libraries, `:`-separated (full paths). A container annotated
+    /// com.hooks.mpi.enabled=true fails to start while it is empty.
+    #[arg(long, env = "MPI_LIBS", default_value = "", hide_default_value = true)]
     pub mpi_libs: String,
-    /// Host libraries the MPI needs (fabric, hwloc, ...), `:`-separated.
-    #[arg(long, env = "MPI_DEPENDENCY_LIBS", default_value = "")]
+    /// Host libraries the MPI needs (fabric, hwloc, ...), `:`-separated (default: none).
+    #[arg(
+        long,
+        env = "MPI_DEPENDENCY_LIBS",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub mpi_dependency_libs: String,
     /// Host files, directories or device nodes mounted at the same path, `:`-separated;
-    /// device nodes in a listed directory (not symlinks to them) are allowed too.
-    #[arg(long, env = "BIND_MOUNTS", default_value = "")]
+    /// device nodes in a listed directory (not symlinks to them) are allowed too (default:
+    /// none).
+    #[arg(
+        long,
+        env = "BIND_MOUNTS",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub bind_mounts: String,
     /// ABI check between host and image MPI: major, full, strict or dependencies.
     #[arg(long, env = "MPI_COMPATIBILITY_TYPE", default_value = "major")]
     pub mpi_compatibility_type: CompatType,
     /// Host glibc files used when the glibc annotation is present (default: from the host's ld.so.cache).
-    #[arg(long, env = "GLIBC_LIBS", default_value = "")]
+    #[arg(
+        long,
+        env = "GLIBC_LIBS",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub glibc_libs: String,
     /// Accepted for Sarus compatibility; the cache is written natively, no ldconfig runs.
     #[arg(long, env = "LDCONFIG_PATH")]

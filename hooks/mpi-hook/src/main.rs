@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use hooks_core::context::{enabled, HookCtx};
 use hooks_core::glibc_plan::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
 use hooks_core::inject::bind_dir_fd;
@@ -54,6 +53,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
     let glibc_plan = glibc_step(&ctx, &injected, action, &args.glibc_libs)?;
     ctx.apply(&glibc_plan)?;
     ctx.apply(&plan)?;
+    let mut pmix_bound = 0;
     for d in &pmix_dirs {
         tracing::info!(
             "binding the job's PMIx directory {} read-only (nosuid,nodev,noexec)",
@@ -61,19 +61,35 @@ fn run(args: Cli) -> anyhow::Result<()> {
         );
         if bind_dir_fd(&ctx.rootfs, d.fd.as_fd(), &d.path)? {
             tracing::info!("bound the PMIx directory {} read-only", d.path.display());
+            pmix_bound += 1;
         }
     }
-    ctx.finish();
+    ctx.finish_with(&format!(
+        "MPI injected: {} libraries replaced, {} added, {} binds, {} PMIx directories, {} glibc files replaced",
+        plan.replace.len(),
+        plan.add.len(),
+        plan.binds.len(),
+        pmix_bound,
+        glibc_plan.replace.len() + glibc_plan.add.len()
+    ));
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
-    hooks_core::logging::set_args(args.log.clone());
+    // Logging first, so that a usage or configuration error reaches the admin's log.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let _run = hooks_core::logging::start("mpi-hook", &argv);
+    let args = match hooks_core::logging::parse_cli::<Cli>("mpi-hook", &argv) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            hooks_core::logging::report_error("mpi-hook", &format!("{e:#}"));
+            hooks_core::logging::report_error(
+                "mpi-hook",
+                &hooks_core::logging::error_chain(e.chain()),
+            );
             ExitCode::FAILURE
         }
     }

@@ -168,9 +168,10 @@ fn container_env_cannot_configure_a_hook_without_env() {
         "the container started with a hook configured by its own environment\n{out}"
     );
     assert!(
-        out.stderr.contains(
-            "mpi-hook: refusing to run: its environment sets BIND_MOUNTS to the same value as the container's process.env"
-        ),
+        out.stderr.contains("ERROR mpi-hook{pid=")
+            && out.stderr.contains(
+                "}: refusing to run: its environment sets BIND_MOUNTS to the same value as the container's process.env"
+            ),
         "expected mpi-hook's refusal on stderr\n{out}"
     );
 }

@@ -113,7 +113,8 @@ impl RankEnv {
             .filter_map(|l| {
                 l.split_whitespace()
                     .find_map(|t| t.trim_matches('"').strip_prefix("container="))
-                    .map(|s| s.trim_matches('"').to_string())
+                    // `container=ID}:` in the run's span, `container=ID` in the text.
+                    .map(|s| s.trim_end_matches([':', '}']).trim_matches('"').to_string())
             })
             .collect()
     }
