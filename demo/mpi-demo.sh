@@ -54,13 +54,17 @@ if out=$(run --annotation com.hooks.mpi.enabled=true 2>&1); then
   echo "mpi-demo.sh: the container started although mpi-hook should have refused it" >&2
   exit 1
 fi
-echo "$out" | grep -o 'mpi-hook: .*' | head -1 || { echo "$out"; exit 1; }
+# The hook's error line, as in its log (`ERROR mpi-hook{pid=.. container=..}: message`),
+# shown without the span: "mpi-hook: message".
+msg=$(echo "$out" | sed -n 's/.*ERROR mpi-hook{[^}]*}: /mpi-hook: /p' | head -1)
+[ -n "$msg" ] || { echo "$out"; echo "mpi-demo.sh: no mpi-hook error line in the output above" >&2; exit 1; }
+echo "$msg"
 echo
 echo "== 3. with mpi-hook and glibc-hook (the host's MPI, with the host glibc):"
 run --annotation com.hooks.mpi.enabled=true --annotation com.hooks.glibc.enabled=true
 echo
 echo "== what the hooks did (log):"
-grep -E "glibc:|bound .*mpich|added|regenerated|elapsed" "$work/hooks.log" | sed 's/^[^ ]* *//' | tail -12
+grep -E "glibc:|bound .*mpich|added|regenerated|elapsed" "$work/hooks.log" | sed -E 's/^[^ ]* *//; s/\{[^}]*\}//' | tail -12
 t2=$(date +%s%N)
 echo
 ms() { echo "$((($2 - $1) / 1000000)) ms"; }
