@@ -23,12 +23,29 @@ where
     c
 }
 
+/// Held while a test writes an executable and while it forks: a child forked by another
+/// test thread while a script is open for writing would make that script's exec fail
+/// with ETXTBSY ("Text file busy").
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
+    SPAWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run(c: &mut Command) -> (i32, String, String) {
+    let child = {
+        let _g = spawn_lock();
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run hpc-rank")
+    };
     let Output {
         status,
         stdout,
         stderr,
-    } = c.output().expect("run hpc-rank");
+    } = child.wait_with_output().expect("run hpc-rank");
     (
         status.code().expect("hpc-rank exited by a signal"),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -244,6 +261,7 @@ fn unknown_log_level_is_warned_about() {
 /// rank's last argument (`sig`: killed by SIGTERM); `kill`/`rm` succeed.
 fn fake_podman(dir: &Path) -> PathBuf {
     let p = dir.join("podman");
+    let _g = spawn_lock();
     std::fs::write(
         &p,
         "#!/bin/sh\n\

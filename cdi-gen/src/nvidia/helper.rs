@@ -202,6 +202,15 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Held by every test of this module: a script is written and then executed, and a
+    /// child forked by another test thread in between would hold the script open for
+    /// writing, making its exec fail with ETXTBSY ("Text file busy").
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn script(dir: &Path, body: &str) -> std::path::PathBuf {
         let p = dir.join("helper.sh");
         let mut f = std::fs::File::create(&p).unwrap();
@@ -235,6 +244,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_a_child_with_a_clean_environment() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let json = facts_json(&facts());
         std::fs::write(d.path().join("facts.json"), &json).unwrap();
@@ -257,6 +267,7 @@ mod tests {
 
     #[test]
     fn failure_message_is_the_childs_last_line() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let h = script(
             d.path(),
@@ -274,6 +285,7 @@ mod tests {
 
     #[test]
     fn hung_child_is_killed_at_the_deadline() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let h = script(d.path(), "exec sleep 30");
         let t = Instant::now();
@@ -284,6 +296,7 @@ mod tests {
 
     #[test]
     fn garbage_and_relative_paths_are_refused() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let h = script(d.path(), "echo '{\"source\":\"Nvml\",\"evil\":1}'");
         let e = query(&h, OsStr::new("lib"), Duration::from_secs(10)).unwrap_err();
@@ -306,6 +319,7 @@ mod tests {
 
     #[test]
     fn oversized_output_is_refused() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let h = script(d.path(), "head -c 20000000 /dev/zero");
         let e = query(&h, OsStr::new("lib"), Duration::from_secs(20)).unwrap_err();
