@@ -12,11 +12,13 @@ use clap::Parser;
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let (given, source) = cli.log_level_setting();
-    let level = parse_log_level(&given).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{source} {given:?} is not a log level (off, error, warn, info, debug, trace, or 0-4)"
-        )
-    })?;
+    // An unknown level is warned about and `warn` is used, as the hooks and hpc-rank do.
+    let level = parse_log_level(&given).unwrap_or_else(|| {
+        eprintln!(
+            "cdi-gen: warning: {source} {given:?} is not a log level (off, error, warn, info, debug, trace, or 0-4); using warn"
+        );
+        "warn"
+    });
     let filter = tracing_subscriber::EnvFilter::try_new(format!("cdi_gen={level},{level}"))
         .with_context(|| format!("{source} {given:?} is not a log level"))?;
     tracing_subscriber::fmt()
