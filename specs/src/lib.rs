@@ -8,13 +8,14 @@
 //!
 //! Modules: [`types`] (the model), [`parse`] (strict JSON/YAML in and out),
 //! [`mod@validate`], [`version`], [`names`] (qualified names and annotations), [`registry`]
-//! (spec directories), [`mod@write`] (atomic writes), [`apply`] (edits into an OCI spec) and
+//! (spec directories), [`plan`] (the planning currency: edits plus what CDI cannot say), [`mod@write`] (atomic writes), [`apply`] (edits into an OCI spec) and
 //! [`normalize`] (deterministic ordering).
 
 pub mod apply;
 pub mod names;
 pub mod normalize;
 pub mod parse;
+pub mod plan;
 pub mod registry;
 pub mod types;
 pub mod validate;
@@ -24,6 +25,7 @@ pub mod write;
 pub use apply::{apply_devices, ApplyError};
 pub use names::{parse_qualified_name, NameError, QualifiedName};
 pub use parse::{Format, ParseError};
+pub use plan::{DeviceRule, Library, Plan, Replace};
 pub use registry::{Registry, RegistryError};
 pub use types::{ContainerEdits, Device, DeviceNode, Hook, IntelRdt, Mount, NetDevice, Spec};
 pub use validate::{validate, ValidateError};
