@@ -9,13 +9,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::context::HookCtx;
+use cdi_specs::plan::{Plan, Replace};
+
 use crate::elf::{self, ElfClass, ElfFacts};
 use crate::glibc::{self, GlibcVersion};
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
-use crate::inject::{Plan, Replace};
 use crate::ldcache::{self, LdCache};
-use crate::mountinfo;
+use crate::plan::{host_str, View};
+use crate::rootfs::Rootfs;
 
 /// The annotation that enables glibc injection.
 pub const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
@@ -63,9 +64,7 @@ pub enum GlibcError {
     HostLib(#[from] hostlib::HostLibError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
-    #[error("cannot read the mount table: {0}")]
-    MountInfo(std::io::Error),
-}
+    }
 
 /// What to do when the container's glibc is too old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,13 +107,12 @@ impl Need {
 }
 
 /// Need of every regular ELF file currently mounted inside the rootfs.
-pub fn need_of_mounted(ctx: &HookCtx) -> Result<Need, GlibcError> {
+pub fn need_of_mounted(view: View<'_>) -> Need {
     let mut need = Need::default();
-    let root = std::fs::canonicalize(ctx.rootfs.host_path())
-        .unwrap_or_else(|_| ctx.rootfs.host_path().to_owned());
-    let mounts = mountinfo::read_self().map_err(GlibcError::MountInfo)?;
+    let root = std::fs::canonicalize(view.rootfs.host_path())
+        .unwrap_or_else(|_| view.rootfs.host_path().to_owned());
     let mut seen = BTreeSet::new();
-    for m in mounts {
+    for m in view.mounts {
         let Ok(rel) = m.mount_point.strip_prefix(&root) else {
             continue;
         };
@@ -131,14 +129,14 @@ pub fn need_of_mounted(ctx: &HookCtx) -> Result<Need, GlibcError> {
             continue;
         }
         // Only regular files can be ELF objects; skip /proc, /dev, tmpfs dirs, ...
-        let Ok(f) = ctx.rootfs.open_read(&cpath) else {
+        let Ok(f) = view.rootfs.open_read(&cpath) else {
             continue;
         };
         if let Ok(facts) = elf::read_file(&f, MAX_ELF_BYTES) {
             need.add(&cpath.to_string_lossy(), &facts);
         }
     }
-    Ok(need)
+    need
 }
 
 /// The container's C library.
@@ -200,12 +198,11 @@ fn version_of(
 
 /// Finds the container's libc for `class`/`machine` without executing anything.
 pub fn container_libc(
-    ctx: &HookCtx,
+    rootfs: &Rootfs,
     cache: Option<&LdCache>,
     class: ElfClass,
     machine: u16,
 ) -> Result<ContainerLibc, GlibcError> {
-    let rootfs = &ctx.rootfs;
     let mut candidates: Vec<PathBuf> = Vec::new();
     let mut other_arch: Option<PathBuf> = None;
     if let Some(c) = cache {
@@ -362,12 +359,12 @@ pub fn split_paths(s: &str) -> Vec<PathBuf> {
 /// calling hook is about to inject). Returns the plan (empty when nothing is needed)
 /// and log lines.
 pub fn plan_glibc(
-    ctx: &HookCtx,
+    view: View<'_>,
     pending: &[HostLib],
     action: GlibcAction,
     configured_glibc: Option<&[PathBuf]>,
 ) -> Result<(Plan, Vec<String>), GlibcError> {
-    let mut need = need_of_mounted(ctx)?;
+    let mut need = need_of_mounted(view);
     for l in pending {
         need.add(&l.path.to_string_lossy(), &l.facts);
     }
@@ -388,8 +385,9 @@ pub fn plan_glibc(
         .map(|l| (l.facts.class, l.facts.machine))
         .map(Ok)
         .unwrap_or_else(host_arch)?;
-    let cache = crate::inject::read_container_cache(&ctx.rootfs).ok();
-    let (have, cpath, cfacts) = match container_libc(ctx, cache.as_ref(), class, machine)? {
+    let rootfs = view.rootfs;
+    let cache = crate::plan::container_cache(rootfs).ok();
+    let (have, cpath, cfacts) = match container_libc(rootfs, cache.as_ref(), class, machine)? {
         ContainerLibc::Glibc {
             version,
             path,
@@ -437,8 +435,7 @@ pub fn plan_glibc(
     }
     let mut plan = Plan::default();
     let mut covered = BTreeSet::new();
-    let libc_dir = ctx
-        .rootfs
+    let libc_dir = rootfs
         .real_path(&cpath)?
         .parent()
         .map(Path::to_path_buf)
@@ -462,17 +459,17 @@ pub fn plan_glibc(
         targets.push(libc_dir.join(&soname));
         let mut any = false;
         for t in targets {
-            let Ok(real) = ctx.rootfs.real_path(&t) else {
+            let Ok(real) = rootfs.real_path(&t) else {
                 continue;
             };
-            if ctx.rootfs.open_read(&real).is_err() {
+            if rootfs.open_read(&real).is_err() {
                 continue;
             }
             any = true;
             if covered.insert(real.clone()) {
                 plan.replace.push(Replace {
-                    host: lib.real.clone(),
-                    container: real,
+                    host_path: host_str(&lib.real),
+                    container_path: host_str(&real),
                 });
             }
         }
@@ -492,14 +489,14 @@ pub fn plan_glibc(
 /// The glibc step as a hook runs it: `glibc_libs` is the `GLIBC_LIBS` value (empty: from
 /// the host's cache); the decision is logged and its plan returned.
 pub fn glibc_step(
-    ctx: &HookCtx,
+    view: View<'_>,
     pending: &[HostLib],
     action: GlibcAction,
     glibc_libs: &str,
 ) -> Result<Plan, GlibcError> {
     let configured = split_paths(glibc_libs);
     let configured = (!configured.is_empty()).then_some(configured.as_slice());
-    let (plan, log) = plan_glibc(ctx, pending, action, configured)?;
+    let (plan, log) = plan_glibc(view, pending, action, configured)?;
     for line in log {
         tracing::info!("{line}");
     }

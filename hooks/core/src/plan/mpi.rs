@@ -5,14 +5,17 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use cdi_specs::plan::{DeviceRule, Library, Plan, Replace};
+use cdi_specs::types::{DeviceNode as CdiNode, Mount};
+
 use crate::abi::{self, CompatType, Verdict};
-use crate::context::HookCtx;
 use crate::devices::{self, DeviceNode};
 use crate::elf;
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
-use crate::inject::{AddLib, BindKind, HostBind, Plan, Replace};
 use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
+use crate::plan::host_str;
+use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
 
@@ -70,7 +73,7 @@ pub struct ContainerLib {
 
 /// Container libraries with the host library's linker name and architecture.
 pub fn container_counterparts(
-    ctx: &HookCtx,
+    rootfs: &Rootfs,
     cache: &LdCache,
     host: &HostLib,
 ) -> Result<Vec<ContainerLib>, MpiError> {
@@ -87,14 +90,14 @@ pub fn container_counterparts(
             continue;
         }
         let path = PathBuf::from(&e.path);
-        let chain = match ctx.rootfs.link_chain(&path) {
+        let chain = match rootfs.link_chain(&path) {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!("ignoring the image's cache entry {}: {err}", e.path);
                 continue;
             }
         };
-        let Ok(real) = ctx.rootfs.real_path(&path) else {
+        let Ok(real) = rootfs.real_path(&path) else {
             tracing::warn!(
                 "ignoring the image's cache entry {}: it does not resolve inside the rootfs",
                 e.path
@@ -105,7 +108,7 @@ pub fn container_counterparts(
             continue;
         }
         // The cache can lie (stale or hostile): check the file's ELF identity.
-        let file = match ctx.rootfs.open_read(&real) {
+        let file = match rootfs.open_read(&real) {
             Ok(f) => f,
             Err(err) => {
                 tracing::warn!("ignoring the image's cache entry {}: {err}", e.path);
@@ -139,7 +142,7 @@ pub fn container_counterparts(
     Ok(out)
 }
 
-fn add_lib(host: &HostLib) -> Result<AddLib, MpiError> {
+fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
     let flags = cache_flags_for(host.facts.class, host.facts.machine).ok_or_else(|| {
         MpiError::UnknownArch {
             path: host.path.clone(),
@@ -147,8 +150,8 @@ fn add_lib(host: &HostLib) -> Result<AddLib, MpiError> {
             machine: elf::machine_name(host.facts.machine).into(),
         }
     })?;
-    Ok(AddLib {
-        host: host.real.clone(),
+    Ok(Library {
+        host_path: host_str(&host.real),
         soname: host.soname(),
         cache_flags: flags,
     })
@@ -156,14 +159,11 @@ fn add_lib(host: &HostLib) -> Result<AddLib, MpiError> {
 
 /// Plans the MPI injection. Returns the plan and every host library it injects (for
 /// the glibc decision).
-pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), MpiError> {
+pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), MpiError> {
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
-    let cache = crate::inject::read_container_cache(&ctx.rootfs).map_err(|e| match e {
-        crate::inject::InjectError::BadCache(why) => MpiError::NoCache(why),
-        other => MpiError::NoCache(other.to_string()),
-    })?;
+    let cache = crate::plan::container_cache(rootfs).map_err(MpiError::NoCache)?;
     let mut plan = Plan::default();
     let mut injected = Vec::new();
     let mut any_counterpart = false;
@@ -172,7 +172,7 @@ pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), 
     for p in &cfg.mpi_libs {
         let host = hostlib::inspect(p)?;
         mpi_names.push(host.linker_name.clone());
-        let cands = container_counterparts(ctx, &cache, &host)?;
+        let cands = container_counterparts(rootfs, &cache, &host)?;
         if cands.is_empty() {
             pending_add.push(host);
             continue;
@@ -198,8 +198,8 @@ pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), 
                 }
             }
             plan.replace.push(Replace {
-                host: host.real.clone(),
-                container: c.real,
+                host_path: host_str(&host.real),
+                container_path: host_str(&c.real),
             });
         }
         injected.push(host);
@@ -215,19 +215,19 @@ pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), 
         });
     }
     for host in pending_add {
-        plan.add.push(add_lib(&host)?);
+        plan.libraries.push(add_lib(&host)?);
         injected.push(host);
     }
     for p in &cfg.dependency_libs {
         let host = hostlib::inspect(p)?;
-        let cands = container_counterparts(ctx, &cache, &host)?;
+        let cands = container_counterparts(rootfs, &cache, &host)?;
         let mut replaced = false;
         for c in &cands {
             match abi::check(&host.version, &c.version, CompatType::Dependencies) {
                 Verdict::Compatible | Verdict::CompatibleWithWarning(_) => {
                     plan.replace.push(Replace {
-                        host: host.real.clone(),
-                        container: c.real.clone(),
+                        host_path: host_str(&host.real),
+                        container_path: host_str(&c.real),
                     });
                     replaced = true;
                 }
@@ -239,15 +239,86 @@ pub fn plan_mpi(ctx: &HookCtx, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), 
             }
         }
         if !replaced {
-            plan.add.push(add_lib(&host)?);
+            plan.libraries.push(add_lib(&host)?);
         }
         injected.push(host);
     }
     for p in &cfg.bind_mounts {
-        plan.binds.push(host_bind(p)?);
+        host_bind(p)?.add_to(&mut plan);
     }
     Ok((plan, injected))
 }
+
+/// What a host path given in `BIND_MOUNTS` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindKind {
+    File,
+    /// A directory, with the device nodes directly in it (granted in the device cgroup).
+    Dir { devices: Vec<DeviceNode> },
+    Device(DeviceNode),
+}
+
+/// One `BIND_MOUNTS` entry, classified on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBind {
+    pub host: PathBuf,
+    pub kind: BindKind,
+}
+
+/// Mount options of an admin's file or device-free directory: `ro,nosuid,nodev`.
+const RO_OPTIONS: [&str; 4] = ["ro", "nosuid", "nodev", "bind"];
+/// Mount options of a directory holding device nodes: usable (`dev`), writable,
+/// `nosuid,noexec`; its nodes are granted through [`DeviceRule`]s.
+const DEVICE_DIR_OPTIONS: [&str; 4] = ["rw", "nosuid", "noexec", "bind"];
+
+fn dev_type_letter(t: devices::DevType) -> &'static str {
+    match t {
+        devices::DevType::Char => "c",
+        devices::DevType::Block => "b",
+    }
+}
+
+impl HostBind {
+    /// The entry as plan edits: a file or directory is a mount at the same path; a
+    /// device node is a CDI device node (the engine binds or creates it); a directory's
+    /// device nodes become device rules.
+    pub fn add_to(&self, plan: &mut Plan) {
+        let path = host_str(&self.host);
+        let mount = |options: &[&str]| Mount {
+            host_path: path.clone(),
+            container_path: path.clone(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            typ: String::new(),
+        };
+        match &self.kind {
+            BindKind::File => plan.edits.mounts.push(mount(&RO_OPTIONS)),
+            BindKind::Dir { devices } if devices.is_empty() => {
+                plan.edits.mounts.push(mount(&RO_OPTIONS))
+            }
+            BindKind::Dir { devices } => {
+                plan.edits.mounts.push(mount(&DEVICE_DIR_OPTIONS));
+                for d in devices {
+                    plan.device_rules.push(DeviceRule {
+                        typ: dev_type_letter(d.dev_type).into(),
+                        major: d.major as i64,
+                        minor: d.minor as i64,
+                        access: "rwm".into(),
+                    });
+                }
+            }
+            BindKind::Device(d) => plan.edits.device_nodes.push(CdiNode {
+                path: path.clone(),
+                host_path: path.clone(),
+                typ: dev_type_letter(d.dev_type).into(),
+                major: Some(d.major as i64),
+                minor: Some(d.minor as i64),
+                permissions: "rwm".into(),
+                ..CdiNode::default()
+            }),
+        }
+    }
+}
+
 
 /// Classifies a `BIND_MOUNTS` entry.
 pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {

@@ -1,0 +1,267 @@
+//! Planning against fixture trees, as an unprivileged user: the Debian 11 + host MPICH
+//! case, the glibc decision and `BIND_MOUNTS`, each compared with a golden plan file
+//! (edits as YAML; `UPDATE_GOLDEN=1 cargo test -p hooks-core --test plan_golden` rewrites
+//! them). Fixtures are built by code: gcc stub libraries with real SONAMEs and glibc symbol
+//! versions, symlink chains as Debian ships them, and an ld.so.cache written natively.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cdi_specs::Plan;
+use hooks_core::abi::CompatType;
+use hooks_core::elf::ElfClass;
+use hooks_core::ldcache::{CacheEntry, CacheFormat, LdCache};
+use hooks_core::mountinfo::MountEntry;
+use hooks_core::plan::glibc::{plan_glibc, GlibcAction};
+use hooks_core::plan::mpi::{plan_mpi, MpiConfig};
+use hooks_core::plan::View;
+use hooks_core::rootfs::Rootfs;
+
+const TRIPLET: &str = "x86_64-linux-gnu";
+
+/// Builds a shared object `out` with SONAME `soname` from C source `src`.
+fn cc(dir: &Path, out: &Path, soname: &str, src: &str) {
+    let c = dir.join(format!("{soname}.c"));
+    std::fs::write(&c, src).unwrap();
+    let st = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg(&c)
+        .status()
+        .expect("gcc is needed to build the fixture libraries (apt-get install gcc libc6-dev)");
+    assert!(st.success(), "gcc failed for {}", out.display());
+}
+
+fn link(target: &str, at: &Path) {
+    std::os::unix::fs::symlink(target, at).unwrap();
+}
+
+/// A libc.so.6 stand-in whose banner names `version` (the planner reads `.rodata`).
+fn fake_libc(dir: &Path, out: &Path, version: &str) {
+    let src = format!(
+        "const char __libc_banner[] = \"GNU C Library (Debian GLIBC {version}-1) stable release version {version}.\\n\";\nconst char *libc_banner(void) {{ return __libc_banner; }}\n"
+    );
+    cc(dir, out, "libc.so.6", &src);
+}
+
+/// The two trees: a host with MPICH 4 (needs GLIBC_2.34 through pthread_create), libfabric
+/// and glibc 2.36; a Debian 11 image with MPICH 3.4 (ABI 12) and glibc 2.31.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    host: PathBuf,
+    rootfs: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::Builder::new()
+        .prefix("plan-golden")
+        .tempdir()
+        .unwrap();
+    let host = tmp.path().join("host");
+    let rootfs = tmp.path().join("rootfs");
+    let src = tmp.path().join("src");
+    for d in [&host, &src, &host.join("dev-dir")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // Host MPICH 4.0.2 as Debian 12 ships it: libmpich.so.12 -> libmpich.so.12.2.2.
+    cc(
+        &src,
+        &host.join("libmpich.so.12.2.2"),
+        "libmpich.so.12",
+        "#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint MPI_Init(int *c, char ***v) { pthread_t t; (void)c; (void)v; return pthread_create(&t, 0, f, 0); }\n",
+    );
+    link("libmpich.so.12.2.2", &host.join("libmpich.so.12"));
+    cc(
+        &src,
+        &host.join("libfabric.so.1.18.0"),
+        "libfabric.so.1",
+        "int fi_getinfo(void) { return 0; }\n",
+    );
+    link("libfabric.so.1.18.0", &host.join("libfabric.so.1"));
+    fake_libc(&src, &host.join("libc.so.6"), "2.36");
+    std::fs::write(host.join("mpi.conf"), b"admin's file\n").unwrap();
+
+    // The image: merged /usr, /lib -> usr/lib, Debian 11 file names.
+    let lib = rootfs.join("usr/lib").join(TRIPLET);
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    link("usr/lib", &rootfs.join("lib"));
+    cc(
+        &src,
+        &lib.join("libmpich.so.12.1.10"),
+        "libmpich.so.12",
+        "int MPI_Init(int *c, char ***v) { (void)c; (void)v; return 0; }\n",
+    );
+    link("libmpich.so.12.1.10", &lib.join("libmpich.so.12"));
+    fake_libc(&src, &lib.join("libc-2.31.so"), "2.31");
+    link("libc-2.31.so", &lib.join("libc.so.6"));
+    let flags =
+        hooks_core::ldcache_write::cache_flags_for(ElfClass::Elf64, 62).expect("x86-64 flags");
+    let entry = |soname: &str, path: String| CacheEntry {
+        soname: soname.into(),
+        path,
+        flags,
+        osversion: 0,
+        hwcap: 0,
+    };
+    let cache = LdCache {
+        format: CacheFormat::New,
+        entries: vec![
+            entry("libmpich.so.12", format!("/lib/{TRIPLET}/libmpich.so.12")),
+            entry("libc.so.6", format!("/lib/{TRIPLET}/libc.so.6")),
+        ],
+        generator: None,
+        hwcap_subdirs: vec![],
+    };
+    let bytes = hooks_core::ldcache_write::write(&cache, "fixture").unwrap();
+    std::fs::write(rootfs.join("etc/ld.so.cache"), bytes).unwrap();
+    Fixture {
+        _tmp: tmp,
+        host,
+        rootfs,
+    }
+}
+
+/// The plan as YAML with the fixture's host directory written `$HOST`.
+fn yaml(plan: &Plan, f: &Fixture) -> String {
+    plan.to_yaml()
+        .unwrap()
+        .replace(&f.host.display().to_string(), "$HOST")
+}
+
+/// Compares with (or, with UPDATE_GOLDEN=1, rewrites) `tests/golden/<name>.yaml`. The
+/// expected text is compiled in, so the test also runs where the checkout is unreadable
+/// (run as an unprivileged user from a copy of the binary).
+fn check_golden(name: &str, expected: &str, got: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.yaml"));
+        std::fs::write(&p, got).unwrap();
+        return;
+    }
+    assert_eq!(
+        got, expected,
+        "plan {name} differs from tests/golden/{name}.yaml (UPDATE_GOLDEN=1 to accept)"
+    );
+}
+
+fn mpi_config(f: &Fixture) -> MpiConfig {
+    MpiConfig {
+        mpi_libs: vec![f.host.join("libmpich.so.12")],
+        dependency_libs: vec![f.host.join("libfabric.so.1")],
+        bind_mounts: vec![
+            f.host.join("mpi.conf"),
+            f.host.join("dev-dir"),
+            PathBuf::from("/dev/null"),
+        ],
+        compat: CompatType::Major,
+    }
+}
+
+#[test]
+fn debian11_image_with_host_mpich() {
+    let f = fixture();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, injected) = plan_mpi(&rootfs, &mpi_config(&f)).unwrap();
+    check_golden(
+        "mpi-debian11-host-mpich",
+        include_str!("golden/mpi-debian11-host-mpich.yaml"),
+        &yaml(&plan, &f),
+    );
+    // The injected host libraries go on to the glibc decision.
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(names, ["libmpich.so.12", "libfabric.so.1"]);
+}
+
+#[test]
+fn glibc_replaced_when_the_host_mpi_needs_a_newer_one() {
+    let f = fixture();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (_, injected) = plan_mpi(&rootfs, &mpi_config(&f)).unwrap();
+    let view = View {
+        rootfs: &rootfs,
+        mounts: &[],
+    };
+    let glibc = [f.host.join("libc.so.6")];
+    let (plan, log) = plan_glibc(view, &injected, GlibcAction::Inject, Some(&glibc)).unwrap();
+    check_golden(
+        "glibc-debian11-host-2.36",
+        include_str!("golden/glibc-debian11-host-2.36.yaml"),
+        &yaml(&plan, &f),
+    );
+    assert_eq!(
+        log.last().unwrap().replace(&f.host.display().to_string(), "$HOST"),
+        format!(
+            "glibc: injected libraries need 2.34 ($HOST/libmpich.so.12 requires GLIBC_2.34), container has 2.31: replacing the container glibc with the host glibc 2.36 (1 files)"
+        )
+    );
+    // Without the glibc annotation: a refusal naming both versions and the way out.
+    let e = plan_glibc(view, &injected, GlibcAction::Refuse, Some(&glibc)).unwrap_err();
+    assert_eq!(
+        e.to_string().replace(&f.host.display().to_string(), "$HOST"),
+        "the injected host libraries need glibc 2.34 ($HOST/libmpich.so.12 requires GLIBC_2.34) but the container has glibc 2.31; add the annotation com.hooks.glibc.enabled=true (podman --annotation com.hooks.glibc.enabled=true) so that glibc-hook injects the host glibc 2.36"
+    );
+}
+
+#[test]
+fn glibc_left_alone_when_nothing_needs_more() {
+    let f = fixture();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let view = View {
+        rootfs: &rootfs,
+        mounts: &[],
+    };
+    let glibc = [f.host.join("libc.so.6")];
+    // glibc-hook on its own: nothing mounted, nothing pending.
+    let (plan, log) = plan_glibc(view, &[], GlibcAction::Inject, Some(&glibc)).unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(
+        log,
+        ["glibc: none of the 0 injected objects needs a versioned glibc symbol; nothing to do"]
+    );
+}
+
+#[test]
+fn glibc_need_read_from_the_mount_table() {
+    // What another hook or the runtime mounted into the rootfs counts: the mount table is
+    // data, so a fixture entry stands for a bind of the host MPI over the image's.
+    let f = fixture();
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    std::fs::copy(f.host.join("libmpich.so.12.2.2"), lib.join("libmpich.so.12.1.10")).unwrap();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let mounts = [MountEntry {
+        id: 1,
+        parent: 0,
+        root: f.host.join("libmpich.so.12.2.2"),
+        mount_point: std::fs::canonicalize(lib.join("libmpich.so.12.1.10")).unwrap(),
+        fs_type: "ext4".into(),
+        source: "/dev/vda1".into(),
+        super_options: "rw".into(),
+    }];
+    let view = View {
+        rootfs: &rootfs,
+        mounts: &mounts,
+    };
+    let glibc = [f.host.join("libc.so.6")];
+    let (plan, _) = plan_glibc(view, &[], GlibcAction::Inject, Some(&glibc)).unwrap();
+    assert_eq!(
+        yaml(&plan, &f),
+        include_str!("golden/glibc-debian11-host-2.36.yaml"),
+        "the need from the mount table gives the same plan as the pending libraries"
+    );
+}
+
+#[test]
+fn image_without_mpi_is_refused_with_the_way_out() {
+    let f = fixture();
+    std::fs::remove_file(f.rootfs.join("etc/ld.so.cache")).unwrap();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
+    assert!(
+        e.to_string().starts_with("the image has no usable /etc/ld.so.cache ("),
+        "{e}"
+    );
+    assert!(e.to_string().ends_with("add `RUN ldconfig` at the end of the image build"));
+}
