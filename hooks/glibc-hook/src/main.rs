@@ -5,21 +5,32 @@ use std::process::ExitCode;
 
 use glibc_hook::cli::{Cli, Cmd};
 use hooks_core::context::HookCtx;
-use hooks_core::glibc_plan::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::engine::{self, RealSys, Target};
+use hooks_core::plan::glibc::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::plan::View;
 
 fn run(args: Cli) -> anyhow::Result<()> {
     let Some(ctx) = HookCtx::from_stdin("glibc-hook", GLIBC_ANNOTATION)? else {
         return Ok(());
     };
-    let plan = glibc_step(&ctx, &[], GlibcAction::Inject, &args.glibc_libs)?;
-    ctx.apply(&plan)?;
+    let target = Target::for_hook(&ctx)?;
+    let view = View {
+        rootfs: &ctx.rootfs,
+        mounts: &target.mounts,
+    };
+    let plan = glibc_step(view, &[], GlibcAction::Inject, &args.glibc_libs)?;
+    if !plan.is_empty() {
+        for l in engine::apply(&target, &plan, &RealSys)?.log {
+            tracing::info!("{l}");
+        }
+    }
     ctx.finish_with(&if plan.is_empty() {
         "glibc: the image's glibc is new enough; nothing replaced".to_string()
     } else {
         format!(
             "glibc injected: {} files replaced, {} added",
             plan.replace.len(),
-            plan.add.len()
+            plan.libraries.len()
         )
     });
     Ok(())

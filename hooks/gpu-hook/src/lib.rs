@@ -6,19 +6,19 @@
 //!   [`policy`] allows (environment requests by privilege, annotations, kinds), resolves
 //!   it to `cdi_specs` container edits from spec files or live `cdi_gen` discovery
 //!   ([`resolve`]), checks `NVIDIA_REQUIRE_CUDA` and CUDA forward compatibility
-//!   ([`cuda`]), the glibc the injected libraries need (`hooks_core::glibc_plan`), then
-//!   applies the edits to the live container ([`apply`]) and updates its loader cache
-//!   natively.
+//!   ([`cuda`]) and the glibc the injected libraries need, all as one plan ([`plan`]),
+//!   then applies it with the suite's one live engine (`hooks_core::engine`), which also
+//!   updates the loader cache natively.
 //! - [`create_symlinks`], [`update_ldcache`], [`enable_cuda_compat`]: the subcommands
-//!   engines run from CDI specs at createContainer; in-root only, nothing from the image
-//!   is executed.
+//!   engines run from CDI specs at createContainer, each a one-hook plan for the same
+//!   engine; in-root only, nothing from the image is executed.
 //!
 //! Nothing requested means nothing touched (exit 0).
 
-pub mod apply;
 pub mod caps;
 pub mod cli;
 pub mod cuda;
+pub mod plan;
 pub mod policy;
 pub mod request;
 pub mod resolve;
@@ -26,15 +26,18 @@ pub mod resolve;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cdi_specs::Plan;
 use hooks_core::config::BundleConfig;
 use hooks_core::context::HookCtx;
-use hooks_core::glibc_plan::{plan_glibc, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::engine::{self, EngineError, RealSys, Target};
+use hooks_core::plan::glibc::{GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::plan::View;
 use hooks_core::state::HookState;
-use hooks_core::{devices, logging, mountinfo, ns};
+use hooks_core::{logging, mountinfo, ns};
 
-use crate::apply::{ApplyError, Link, Merged};
-use crate::cuda::{HostCuda, Ver};
-use crate::request::{Request, NVIDIA_KIND};
+use crate::cuda::Ver;
+use crate::plan::PlanOptions;
+use crate::request::Request;
 use crate::resolve::{ResolveOptions, Resolved};
 
 /// Errors of the hook and its subcommands.
@@ -49,15 +52,16 @@ pub enum GpuHookError {
     #[error(transparent)]
     Cuda(#[from] cuda::CudaError),
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
-    Glibc(#[from] hooks_core::glibc_plan::GlibcError),
-    #[error(transparent)]
-    Inject(#[from] hooks_core::inject::InjectError),
-    #[error(transparent)]
-    Cache(#[from] hooks_core::ldcache_update::LdCacheUpdateError),
-    #[error("cannot open the container rootfs {path} for device nodes and links: {message}")]
-    Root { path: PathBuf, message: String },
+    Glibc(#[from] hooks_core::plan::glibc::GlibcError),
+    #[error("cannot read the mount table: {0}")]
+    MountInfo(std::io::Error),
+}
+
+/// Engine errors met while planning (a malformed `--link`).
+pub(crate) fn apply_error(e: EngineError) -> GpuHookError {
+    GpuHookError::Engine(e)
 }
 
 /// State and config of the container, with logging set up (nothing entered yet).
@@ -92,28 +96,31 @@ pub fn load(hook: &'static str) -> Result<Loaded, GpuHookError> {
     })
 }
 
-/// Enters the container's mount namespace (unless inside) and opens the rootfs handles.
-pub fn enter(l: Loaded) -> Result<(HookCtx, pathrs::Root), GpuHookError> {
+/// Enters the container's mount namespace (unless inside) and opens the rootfs handle.
+pub fn enter(l: Loaded) -> Result<HookCtx, GpuHookError> {
     let ns = ns::enter_container_mount_ns(l.state.pid)
         .map_err(hooks_core::context::ContextError::from)?;
     let rootfs = hooks_core::rootfs::Rootfs::open(&l.config.rootfs)
         .map_err(hooks_core::context::ContextError::from)?;
-    let root = pathrs::Root::open(&l.config.rootfs).map_err(|e| GpuHookError::Root {
-        path: l.config.rootfs.clone(),
-        message: e.to_string(),
-    })?;
     tracing::debug!(container = %l.state.id, ?ns, rootfs = %l.config.rootfs.display(), "{}: starting", l.hook);
-    Ok((
-        HookCtx {
-            hook: l.hook,
-            state: l.state,
-            config: l.config,
-            ns,
-            rootfs,
-            started: l.started,
-        },
-        root,
-    ))
+    Ok(HookCtx {
+        hook: l.hook,
+        state: l.state,
+        config: l.config,
+        ns,
+        rootfs,
+        started: l.started,
+    })
+}
+
+/// Applies `plan` to the container with the live engine, logging what it did.
+pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<engine::Report, GpuHookError> {
+    let target = Target::for_hook(ctx)?;
+    let report = engine::apply(&target, plan, &RealSys)?;
+    for l in &report.log {
+        tracing::info!("{l}");
+    }
+    Ok(report)
 }
 
 /// Options of the injecting hook.
@@ -124,15 +131,6 @@ pub struct InjectOptions {
     pub policy: policy::Policy,
     /// Host glibc files for the glibc step (None: from the host's ld.so.cache).
     pub glibc_libs: Option<Vec<PathBuf>>,
-}
-
-/// Driver version from a mounted `libcuda.so.<version>` (spec files carry no facts).
-fn driver_from_mounts(m: &Merged) -> Option<Ver> {
-    m.mounts.iter().find_map(|mt| {
-        let name = mt.container_path.rsplit('/').next()?;
-        let v = Ver::parse(name.strip_prefix("libcuda.so.")?)?;
-        (v.0.len() >= 2).then_some(v)
-    })
 }
 
 /// The injecting hook: request -> edits -> checks -> live application. Returns true when
@@ -184,191 +182,76 @@ fn run_request(loaded: Loaded, req: &Request, opts: &InjectOptions) -> Result<()
     for w in &resolved.warnings {
         tracing::warn!("{w}");
     }
-    let merged = apply::merge(&resolved.edits, &req.caps)?;
-    let (ctx, root) = enter(loaded)?;
-    let nvidia = req.kinds().contains(NVIDIA_KIND);
-    // CUDA forward compatibility and NVIDIA_REQUIRE_CUDA, before anything is mounted.
-    let driver = resolved
-        .driver
-        .clone()
-        .or_else(|| driver_from_mounts(&merged));
-    let compat = if nvidia {
-        cuda::compat_to_use(&ctx.rootfs, driver.as_ref())
+    let glibc_action = if hooks_core::context::enabled(&loaded.config, GLIBC_ANNOTATION) {
+        GlibcAction::Inject
     } else {
-        None
+        GlibcAction::Refuse
     };
-    if let (Some(c), Some(d)) = (&compat, &driver) {
-        tracing::info!(
-            "CUDA compat: the image's {}/libcuda.so.{c} is newer than the host driver {d}; it takes precedence",
-            cuda::COMPAT_DIR
-        );
-    }
-    if let (true, Some(constraint)) = (nvidia, &req.require_cuda) {
-        let host = HostCuda {
-            cuda: compat
-                .as_ref()
-                .and_then(cuda::cuda_of_driver)
-                .or_else(|| resolved.cuda.clone())
-                .or_else(|| driver.as_ref().and_then(cuda::cuda_of_driver)),
-            driver: driver.clone(),
-            compat: compat.clone(),
-        };
-        cuda::check_requirement(constraint, &host)?;
-        tracing::info!("NVIDIA_REQUIRE_CUDA={constraint} satisfied ({host:?})");
-    }
-    // glibc: the injected libraries may need a newer glibc than the image has.
-    let pending: Vec<_> = merged
-        .mounts
-        .iter()
-        .filter(|m| {
-            let n = m.container_path.rsplit('/').next().unwrap_or("");
-            n.starts_with("lib") && n.contains(".so")
-        })
-        .filter_map(|m| hooks_core::hostlib::inspect(Path::new(&m.host_path)).ok())
-        .filter(|l| l.facts.is_shared_object)
-        .collect();
-    if !pending.is_empty() {
-        let action = if hooks_core::context::enabled(&ctx.config, GLIBC_ANNOTATION) {
-            GlibcAction::Inject
-        } else {
-            GlibcAction::Refuse
-        };
-        let (gplan, glog) = plan_glibc(&ctx, &pending, action, opts.glibc_libs.as_deref())?;
-        for l in glog {
-            tracing::info!("{l}");
-        }
-        for l in hooks_core::inject::apply(&ctx, &gplan)? {
-            tracing::info!("{l}");
-        }
-    }
-    for l in apply_merged(&ctx, &root, &merged, compat.is_some())? {
+    let ctx = enter(loaded)?;
+    let mounts = mountinfo::read_self().map_err(GpuHookError::MountInfo)?;
+    let view = View {
+        rootfs: &ctx.rootfs,
+        mounts: &mounts,
+    };
+    let planned = plan::plan(
+        view,
+        req,
+        &resolved,
+        &PlanOptions {
+            hook_path: opts.resolve.hook_path.clone(),
+            glibc_action,
+            glibc_libs: opts.glibc_libs.clone(),
+        },
+    )?;
+    for l in &planned.log {
         tracing::info!("{l}");
     }
+    let report = apply(&ctx, &planned.plan)?;
     ctx.finish_with(&format!(
         "GPUs injected ({}): {} device nodes, {} mounts, {} links",
         req.devices.join(", "),
-        merged.nodes.len(),
-        merged.mounts.len(),
-        merged.links.len()
+        report.nodes_total,
+        report.mounts_total,
+        report.links_total
     ));
     Ok(())
-}
-
-/// Applies merged edits to the live container; returns log lines.
-pub fn apply_merged(
-    ctx: &HookCtx,
-    root: &pathrs::Root,
-    merged: &Merged,
-    compat: bool,
-) -> Result<Vec<String>, GpuHookError> {
-    let mut log = Vec::new();
-    // 1. Device nodes, then the cgroup rules that let the container open them.
-    let mut allow = Vec::new();
-    for n in &merged.nodes {
-        let f = apply::node_facts(n)?;
-        if apply::make_node(root, &ctx.rootfs, &n.path, &f)? {
-            log.push(format!(
-                "created {} ({} {}:{} mode {:o})",
-                n.path,
-                match f.dev_type {
-                    devices::DevType::Char => 'c',
-                    devices::DevType::Block => 'b',
-                },
-                f.major,
-                f.minor,
-                f.mode
-            ));
-        }
-        if f.allow {
-            allow.push(devices::DeviceNode {
-                dev_type: f.dev_type,
-                major: f.major,
-                minor: f.minor,
-            });
-        }
-    }
-    if !allow.is_empty() {
-        let mounts = mountinfo::read_self().map_err(ApplyError::MountInfo)?;
-        let loc = hooks_core::inject::cgroup_locator(ctx);
-        // Device grants are always on record: warn is the packaged log level.
-        for l in devices::allow_devices(&allow, &loc, &mounts).map_err(ApplyError::from)? {
-            tracing::warn!("device grant: {l}");
-        }
-    }
-    // 2. Read-only libraries, binaries, firmware; sockets.
-    let mut bound = 0;
-    for m in &merged.mounts {
-        if apply::bind_mount(&ctx.rootfs, m)? {
-            bound += 1;
-        }
-    }
-    log.push(format!(
-        "bind-mounted {bound} of {} files",
-        merged.mounts.len()
-    ));
-    // 3. Symlinks.
-    if !merged.links.is_empty() {
-        log.extend(apply::create_links(root, &ctx.rootfs, &merged.links)?);
-    }
-    // 4. The loader cache: compat libraries first (they win), then the driver's.
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if compat {
-        dirs.push(PathBuf::from(cuda::COMPAT_DIR));
-    }
-    let lib_dirs = if merged.ldcache_dirs.is_empty() {
-        apply::library_dirs(&merged.mounts)
-    } else {
-        merged.ldcache_dirs.clone()
-    };
-    dirs.extend(lib_dirs.into_iter().map(PathBuf::from));
-    if !dirs.is_empty() {
-        log.extend(hooks_core::ldcache_update::add_dirs_to_container_cache(
-            &ctx.rootfs,
-            &dirs,
-        )?);
-    }
-    // 5. What a hook cannot do.
-    if !merged.env.is_empty() {
-        tracing::warn!(
-            "the CDI edits set environment variables, which a hook cannot change in a created container; not applied: {}",
-            merged.env.join(" ")
-        );
-    }
-    if !merged.other_hooks.is_empty() {
-        tracing::warn!(
-            "the CDI edits ask for hooks gpu-hook does not implement; not run: {}",
-            merged.other_hooks.join("; ")
-        );
-    }
-    if merged.filtered > 0 {
-        log.push(format!(
-            "{} driver files or links left out by NVIDIA_DRIVER_CAPABILITIES",
-            merged.filtered
-        ));
-    }
-    Ok(log)
 }
 
 /// `gpu-hook create-symlinks --link TARGET::LINK ...` (createContainer hook).
 pub fn create_symlinks(links: &[String]) -> Result<(), GpuHookError> {
-    let links: Vec<Link> = links
-        .iter()
-        .map(|l| apply::parse_link(l))
-        .collect::<Result<_, _>>()?;
-    let (ctx, root) = enter(load("gpu-hook create-symlinks")?)?;
-    for l in apply::create_links(&root, &ctx.rootfs, &links)? {
-        tracing::info!("{l}");
+    for l in links {
+        engine::parse_link(l)?;
     }
+    let ctx = enter(load("gpu-hook create-symlinks")?)?;
+    let mut plan = Plan::default();
+    plan.edits.hooks.push(plan::gpu_hook(
+        "gpu-hook",
+        "create-symlinks",
+        "--link",
+        links,
+    ));
+    apply(&ctx, &plan)?;
     ctx.finish_with(&format!("{} symlinks checked or created", links.len()));
     Ok(())
 }
 
+/// A plan whose only edit is an update-ldcache hook for `folders`.
+fn folders_plan(folders: &[String]) -> Plan {
+    let mut plan = Plan::default();
+    plan.edits.hooks.push(plan::gpu_hook(
+        "gpu-hook",
+        "update-ldcache",
+        "--folder",
+        folders,
+    ));
+    plan
+}
+
 /// `gpu-hook update-ldcache --folder DIR ...` (createContainer hook).
 pub fn update_ldcache(folders: &[PathBuf]) -> Result<(), GpuHookError> {
-    let (ctx, _root) = enter(load("gpu-hook update-ldcache")?)?;
-    for l in hooks_core::ldcache_update::add_dirs_to_container_cache(&ctx.rootfs, folders)? {
-        tracing::info!("{l}");
-    }
+    let ctx = enter(load("gpu-hook update-ldcache")?)?;
+    let folders: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
+    apply(&ctx, &folders_plan(&folders))?;
     ctx.finish_with(&format!(
         "{} folders added to the container's loader cache",
         folders.len()
@@ -380,10 +263,10 @@ pub fn update_ldcache(folders: &[PathBuf]) -> Result<(), GpuHookError> {
 /// image's compat libcuda is newer than the host driver, its directory goes first in the
 /// container's loader cache.
 pub fn enable_cuda_compat(host_driver: Option<&str>) -> Result<(), GpuHookError> {
-    let (ctx, _root) = enter(load("gpu-hook enable-cuda-compat")?)?;
+    let ctx = enter(load("gpu-hook enable-cuda-compat")?)?;
     let driver = host_driver.and_then(Ver::parse).or_else(|| {
         // The driver's libcuda.so.1 in the container's cache names the version.
-        let cache = hooks_core::inject::read_container_cache(&ctx.rootfs).ok()?;
+        let cache = hooks_core::plan::container_cache(&ctx.rootfs).ok()?;
         cache
             .entries
             .iter()
@@ -401,12 +284,7 @@ pub fn enable_cuda_compat(host_driver: Option<&str>) -> Result<(), GpuHookError>
                 driver.map(|d| d.to_string()).unwrap_or_default(),
                 cuda::COMPAT_DIR
             );
-            for l in hooks_core::ldcache_update::add_dirs_to_container_cache(
-                &ctx.rootfs,
-                &[PathBuf::from(cuda::COMPAT_DIR)],
-            )? {
-                tracing::info!("{l}");
-            }
+            apply(&ctx, &folders_plan(&[cuda::COMPAT_DIR.to_string()]))?;
         }
         None => {
             tracing::info!(

@@ -22,11 +22,11 @@ fn run(args: Cli) -> anyhow::Result<()> {
             let hook_path = std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| cdi_gen::edits::DEFAULT_HOOK_PATH.to_string());
-            let glibc = hooks_core::glibc_plan::split_paths(&args.glibc_libs);
+            let glibc = hooks_core::plan::glibc::split_paths(&args.glibc_libs);
             let opts = gpu_hook::InjectOptions {
                 resolve: ResolveOptions {
                     source: args.source,
-                    spec_dirs: hooks_core::glibc_plan::split_paths(&args.spec_dirs),
+                    spec_dirs: hooks_core::plan::glibc::split_paths(&args.spec_dirs),
                     roots: cdi_gen::Roots {
                         dev_root: args.dev_root.unwrap_or_else(|| args.driver_root.clone()),
                         driver_root: args.driver_root,

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hooks_core::context::{enabled, HookCtx};
-use hooks_core::glibc_plan::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
-use hooks_core::inject::bind_dir_fd;
-use hooks_core::mpi::{plan_mpi, MpiConfig, MPI_ANNOTATION};
+use hooks_core::engine::{self, bind_dir_fd, RealSys, Target};
+use hooks_core::plan::glibc::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::plan::mpi::{plan_mpi, MpiConfig, MPI_ANNOTATION};
+use hooks_core::plan::View;
 use mpi_hook::cli::Cli;
 
 fn run(args: Cli) -> anyhow::Result<()> {
@@ -44,33 +45,43 @@ fn run(args: Cli) -> anyhow::Result<()> {
         .map(|m| m.iter().map(|m| m.destination().clone()).collect())
         .unwrap_or_default();
     let pmix_dirs = pmix::pmix_dirs(&env, pmix::hook_uid(), &mounted);
-    let (plan, injected) = plan_mpi(&ctx, &cfg)?;
+    let (mpi_plan, injected) = plan_mpi(&ctx.rootfs, &cfg)?;
     let action = if enabled(&ctx.config, GLIBC_ANNOTATION) {
         GlibcAction::Inject
     } else {
         GlibcAction::Refuse
     };
-    let glibc_plan = glibc_step(&ctx, &injected, action, &args.glibc_libs)?;
-    ctx.apply(&glibc_plan)?;
-    ctx.apply(&plan)?;
+    let target = Target::for_hook(&ctx)?;
+    let view = View {
+        rootfs: &ctx.rootfs,
+        mounts: &target.mounts,
+    };
+    // The host glibc (when needed) first, then the MPI: one plan, one engine run.
+    let mut plan = glibc_step(view, &injected, action, &args.glibc_libs)?;
+    let glibc_files = plan.replace.len();
+    plan.append(&mpi_plan);
+    let report = engine::apply(&target, &plan, &RealSys)?;
+    for l in &report.log {
+        tracing::info!("{l}");
+    }
     let mut pmix_bound = 0;
     for d in &pmix_dirs {
         tracing::info!(
             "binding the job's PMIx directory {} read-only (nosuid,nodev,noexec)",
             d.path.display()
         );
-        if bind_dir_fd(&ctx.rootfs, d.fd.as_fd(), &d.path)? {
+        if bind_dir_fd(&ctx.rootfs, &RealSys, d.fd.as_fd(), &d.path)? {
             tracing::info!("bound the PMIx directory {} read-only", d.path.display());
             pmix_bound += 1;
         }
     }
     ctx.finish_with(&format!(
         "MPI injected: {} libraries replaced, {} added, {} binds, {} PMIx directories, {} glibc files replaced",
-        plan.replace.len(),
-        plan.add.len(),
-        plan.binds.len(),
+        mpi_plan.replace.len(),
+        mpi_plan.libraries.len(),
+        mpi_plan.edits.mounts.len() + mpi_plan.edits.device_nodes.len(),
         pmix_bound,
-        glibc_plan.replace.len() + glibc_plan.add.len()
+        glibc_files
     ));
     Ok(())
 }
