@@ -4,14 +4,11 @@
 //! and the cost per device. Run: `cargo bench -p cdi-gen --bench generate` (release build).
 //! `CDI_GEN_BENCH_RUNS` sets the runs per case (default 41).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{FakeMachine, MachineSpec};
+use test_support::{FakeMachine, MachineSpec};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{bin, stderr, stdout, FakeMachine, MachineSpec};
+use common::bin;
+use test_support::{stderr, stdout, FakeMachine, MachineSpec};
 
 /// Runs cdi-gen on `m` with `args`; asserts success; returns (spec, stderr).
 fn run_ok(m: &FakeMachine, args: &[&str]) -> (String, String) {

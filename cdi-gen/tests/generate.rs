@@ -6,7 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{bin, stderr, stdout, FakeMachine, MachineSpec};
+use common::bin;
+use test_support::{stderr, stdout, FakeMachine, MachineSpec};
 
 /// Runs cdi-gen for `m` with `args`; asserts success and returns (spec text, stderr).
 fn generate(m: &FakeMachine, args: &[&str]) -> (String, String) {
@@ -148,7 +149,7 @@ fn mig_golden_and_procfs_agree_on_index_names() {
         !spec.contains("GPU-a0000000-"),
         "a GPU in MIG mode must not be a device: {spec}"
     );
-    let cap = common::mig_minor(0, 7, None);
+    let cap = test_support::mig_minor(0, 7, None);
     assert!(
         spec.contains(&format!("/dev/nvidia-caps/nvidia-cap{cap}")),
         "{spec}"
@@ -244,7 +245,7 @@ fn finds_every_driver_file_and_writes_hooks() {
     let m = FakeMachine::build(&MachineSpec::nvidia(1));
     let (spec, _) = generate(&m, &["--hook-path", "/opt/hooks/gpu-hook"]);
     let spec = m.normalize(&spec);
-    let v = common::DRIVER;
+    let v = test_support::DRIVER;
     for want in [
         format!("/usr/lib/x86_64-linux-gnu/libcuda.so.{v}"),
         format!("/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.{v}"),
@@ -293,7 +294,7 @@ fn library_search_path_finds_unusual_directories() {
     let m = FakeMachine::build(&MachineSpec::nvidia(1));
     let extra = m.root.join("opt/nvidia/lib");
     std::fs::create_dir_all(&extra).unwrap();
-    let name = format!("libnvidia-extra.so.{}", common::DRIVER);
+    let name = format!("libnvidia-extra.so.{}", test_support::DRIVER);
     std::fs::write(extra.join(&name), b"").unwrap();
     let (spec, _) = generate(&m, &[]);
     assert!(!spec.contains(&name));

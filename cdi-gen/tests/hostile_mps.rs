@@ -9,7 +9,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cdi_specs::types::Mount;
-use common::{bin, FakeMachine, MachineSpec};
+use common::bin;
+use test_support::{FakeMachine, MachineSpec};
 
 /// Runs cdi-gen; asserts success; returns (spec-wide mounts, stderr, spec text).
 fn generate(m: &FakeMachine, args: &[&str]) -> (Vec<Mount>, String, String) {

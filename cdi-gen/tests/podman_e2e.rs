@@ -4,14 +4,12 @@
 //! injected stub `libcuda.so.1`. Fails (does not skip) when podman is missing. One test
 //! function, so the cases run serially.
 
-mod common;
-
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{FakeMachine, MachineSpec, MigSpec};
+use test_support::{FakeMachine, MachineSpec, MigSpec};
 
 const DLOPEN_TEST: &str = r#"
 #include <dlfcn.h>
@@ -205,7 +203,7 @@ fn podman_runs_generated_spec() {
         .arg(&rootfs));
 
     let kind = format!("nvidia.com/{class}");
-    let caps = |gi: u32, ci: Option<u32>| common::mig_minor(1, gi, ci);
+    let caps = |gi: u32, ci: Option<u32>| test_support::mig_minor(1, gi, ci);
     let stat = "stat -c '%n %F %t %T'";
 
     // GPU 0: /dev/nvidia0 (195:0), control nodes, DRM nodes; libcuda.so.1 loads.

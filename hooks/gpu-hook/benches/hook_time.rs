@@ -6,13 +6,15 @@
 //! Run: `cargo bench -p gpu-hook --bench hook_time` (root; runc, gcc, busybox-static).
 //! `GPU_HOOK_BENCH_RUNS` sets the runs per case (default 15).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use e2e_tests::{e2e_lock, hook_timings, Bundle, Overlay, Scratch};
-use support::*;
+use test_support::*;
+
+/// The gpu-hook binary measured: `$HPC_HOOKS_BIN_DIR/gpu-hook` when set, as in the tests.
+fn gpu_hook_bin() -> std::path::PathBuf {
+    hook_under_test("gpu-hook", env!("CARGO_BIN_EXE_gpu-hook"))
+}
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
@@ -70,7 +72,11 @@ fn main() {
                     let mut env = hook_env(b.hook_log());
                     env.retain(|e| !e.starts_with("HPC_HOOKS_LOG_LEVEL"));
                     env.push("HPC_HOOKS_LOG_LEVEL=info".into());
-                    add_raw_hook(&mut b, "createRuntime", hook_json(args, env));
+                    add_raw_hook(
+                        &mut b,
+                        "createRuntime",
+                        hook_object(&gpu_hook_bin(), args, env),
+                    );
                 }
                 let out = b.run_runc();
                 out.assert_success("bench run");

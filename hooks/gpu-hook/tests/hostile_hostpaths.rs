@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use e2e_tests::{e2e_lock, Bundle, Overlay, RunOutput, Scratch};
 use support::*;
+use test_support::*;
 
 const TOKEN: &str = "SECRET-HOST-HASH-9f2c";
 

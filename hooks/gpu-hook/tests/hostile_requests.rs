@@ -4,11 +4,14 @@
 //! cdi.k8s.io annotations are ignored unless the admin turns them on. Fails (does not
 //! skip) when runc, gcc, busybox-static or root are missing.
 
+mod case;
 mod support;
 
+use case::Case;
 use e2e_tests::{e2e_lock, RunOutput, Scratch};
 use serde_json::{json, Value};
 use support::*;
+use test_support::*;
 
 /// The hook's log of a run (debug level: hook_env), as attached by `Bundle::run_runc`.
 fn hook_log(out: &RunOutput) -> String {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use e2e_tests::{e2e_lock, require_command, Overlay, PodmanRun, RunOutput, Scratch};
 use serde_json::json;
 use support::*;
+use test_support::*;
 
 /// Writes the hooks.d file the packaging template produces, for a fake machine.
 /// podman's containers are unprivileged: the hook gets `--env-requests always` so that

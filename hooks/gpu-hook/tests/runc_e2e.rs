@@ -5,12 +5,15 @@
 //! machine-wide e2e lock, so cases run serially. Fails (does not skip) when runc, gcc,
 //! busybox-static or root are missing.
 
+mod case;
 mod support;
 
 use std::path::Path;
 
+use case::Case;
 use e2e_tests::{e2e_lock, Bundle, Overlay, Scratch};
 use support::*;
+use test_support::*;
 
 fn script_all() -> String {
     format!("{LIST_NODES}; gpu-dlopen libcuda.so.1 libnvidia-ml.so.1 libnvidia-ptxjitcompiler.so.1; nvidia-smi; readlink /usr/lib/x86_64-linux-gnu/libcuda.so")
@@ -214,8 +217,8 @@ fn runc_mig() {
     let scratch = Scratch::new("gpu-mig");
     let m = build_machine(&MachineSpec::mig(2, 1, 2));
     let mig = &m.spec.gpus[0].migs[1];
-    let gi = machine::mig_minor(0, mig.gi, None);
-    let ci = machine::mig_minor(0, mig.gi, Some(mig.ci));
+    let gi = test_support::mig_minor(0, mig.gi, None);
+    let ci = test_support::mig_minor(0, mig.gi, Some(mig.ci));
     for id in ["0:1".to_string(), mig.uuid.clone()] {
         let env = format!("NVIDIA_VISIBLE_DEVICES={id}");
         let (out, _ov) = Case::new(&m, &[&env], LIST_NODES).run(&scratch, "mig");
@@ -225,8 +228,8 @@ fn runc_mig() {
         assert!(!nodes.contains_key("/dev/nvidia1"), "{env}: {out}");
         let gi_node = &nodes[&format!("/dev/nvidia-caps/nvidia-cap{gi}")];
         let ci_node = &nodes[&format!("/dev/nvidia-caps/nvidia-cap{ci}")];
-        assert_eq!((gi_node.1, gi_node.2), (machine::CAPS_MAJOR, gi));
-        assert_eq!((ci_node.1, ci_node.2), (machine::CAPS_MAJOR, ci));
+        assert_eq!((gi_node.1, gi_node.2), (test_support::CAPS_MAJOR, gi));
+        assert_eq!((ci_node.1, ci_node.2), (test_support::CAPS_MAJOR, ci));
     }
 }
 
@@ -280,7 +283,7 @@ fn runc_amd_rocr_visible_devices() {
     );
     assert_eq!(
         (nodes["/dev/kfd"].1, nodes["/dev/kfd"].2),
-        (machine::KFD_MAJOR, 0)
+        (test_support::KFD_MAJOR, 0)
     );
     assert_eq!(
         (

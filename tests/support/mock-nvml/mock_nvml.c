@@ -1,5 +1,6 @@
 /*
- * Mock libnvidia-ml.so.1 for cdi-gen's tests and benchmark.
+ * Mock libnvidia-ml.so.1 for the tests and benchmarks of cdi-gen and gpu-hook
+ * (built by the test-support crate, tests/support/src/stubs.rs).
  *
  * Implements exactly the NVML calls cdi-gen makes (through nvml-wrapper), for a
  * machine described by the file named in $MOCK_NVML_CONFIG:

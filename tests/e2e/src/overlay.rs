@@ -1,0 +1,73 @@
+//! Overlay mounts over a read-only lower rootfs, so that containers never modify the
+//! cached rootfs: what a hook writes lands in the per-test upper dir.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::run_cmd;
+
+/// An overlayfs over a (read-only, never modified) lower rootfs; modifications land in
+/// `upper`. Unmounted on drop.
+pub struct Overlay {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    mounted: bool,
+}
+
+impl Overlay {
+    /// Mounts an overlay of `lower` in `parent/<name>/{upper,work,merged}`.
+    pub fn new(parent: &Path, name: &str, lower: &Path) -> Overlay {
+        let base = parent.join(name);
+        let (upper, work, merged) = (base.join("upper"), base.join("work"), base.join("merged"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        }
+        let mut c = Command::new("mount");
+        c.args(["-t", "overlay", "overlay", "-o"]).arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ));
+        c.arg(&merged);
+        run_cmd(c, Duration::from_secs(30)).assert_success("mount overlay");
+        Overlay {
+            lower: lower.to_path_buf(),
+            upper,
+            work,
+            merged,
+            mounted: true,
+        }
+    }
+
+    /// `merged/rel` (rel is an absolute container path).
+    pub fn path(&self, container_path: &str) -> PathBuf {
+        self.merged.join(container_path.trim_start_matches('/'))
+    }
+
+    pub fn unmount(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        let ok = Command::new("umount")
+            .arg(&self.merged)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.merged).status();
+        }
+        self.mounted = false;
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}

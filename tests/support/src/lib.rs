@@ -1,0 +1,20 @@
+//! Test code shared by cdi-gen's and gpu-hook's tests and benchmarks: fake GPU machines
+//! built at run time (driver root, mock NVML, device nodes, procfs/sysfs) and the pieces
+//! gpu-hook's container tests put around them (cached rootfs, hook objects, node listings).
+//! Prerequisites missing make the tests FAIL, never skip.
+
+mod container;
+mod machine;
+mod output;
+mod stubs;
+
+pub use container::{
+    add_compat, add_raw_hook, cached_rootfs, cdi_gen_bin, hook_args, hook_env, hook_object,
+    hook_under_test, out_log, parse_stat, DLOPEN_PROG, LIST_NODES, WHICH_PROG,
+};
+pub use machine::{
+    build_machine, mig_minor, mig_minors_text, FakeMachine, GpuSpec, MachineSpec, MigSpec,
+    CAPS_MAJOR, DRIVER, KFD_MAJOR, NVIDIA_MAJOR, UVM_MAJOR,
+};
+pub use output::{stderr, stdout};
+pub use stubs::mock_nvml_source;
