@@ -7,7 +7,8 @@
 #      checked with lintian (no error, no warning);
 #      the tests run the static hooks (HPC_HOOKS_BIN_DIR=target/dist/bin);
 #   2. builds or reuses the cached Debian 11 + MPICH 3.4.1 test rootfs;
-#   3. runs the unit and crate tests of every crate but the e2e suite;
+#   3. runs the unit and crate tests of every crate but the e2e suite, then the planning
+#      and engine tests again as an unprivileged user (tests/run-unprivileged.sh);
 #   4. runs the end-to-end tests (tests/e2e) serially, against real runtimes, the
 #      package test (install, MPI scenario, purge) among them;
 #   5. runs every fuzz target briefly (FUZZ_SECONDS, default 30; fuzz/ci.sh);
@@ -78,6 +79,8 @@ step lintian lintian_deb
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
 step unit-tests cargo test --release --no-fail-fast --workspace --exclude e2e-tests --lib --bins --tests
 step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
+# Planning and the live engine's unit tests again, as nobody: they must need no privilege.
+step unprivileged-tests tests/run-unprivileged.sh --release
 # One-node Slurm for the multi-rank tests (tests/e2e/tests/ranks.rs), with hpc-rank's
 # epilog; the tests reuse it (they would start it themselves), stopped at the end.
 step slurm-up env HPC_RANK_BIN="$HPC_HOOKS_BIN_DIR/hpc-rank" tests/slurm/slurm-up.sh

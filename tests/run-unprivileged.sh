@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the planning tests and the live engine's unit tests as an unprivileged user
+# (nobody), as root would never notice a plan that needs privileges: planning reads
+# fixture trees only (golden plans, gcc-built stub libraries), and the engine's unit tests
+# go through its recording syscall double. Needs root to switch users (setpriv).
+# Usage: tests/run-unprivileged.sh [cargo test options, e.g. --release]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "run-unprivileged.sh: run as root: it builds the tests, then runs them as nobody" >&2
+  exit 1
+fi
+command -v setpriv >/dev/null || { echo "run-unprivileged.sh: setpriv missing (apt-get install util-linux)" >&2; exit 1; }
+# Test executables (one per line) of the planners and the engine.
+exes=$(cargo test "$@" --no-run --message-format=json \
+    -p hooks-core --lib --test plan_golden -p gpu-hook --test plan_golden 2>/dev/null \
+  | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//')
+[ -n "$exes" ] || { echo "run-unprivileged.sh: cargo built no test executable" >&2; exit 1; }
+# A copy nobody can run (the checkout may sit in root's 0700 home); golden files are
+# compiled into the tests.
+dir=$(mktemp -d /tmp/hpc-hooks-unpriv.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+chmod 755 "$dir"
+rc=0
+for exe in $exes; do
+  name=$(basename "$exe")
+  install -m 755 "$exe" "$dir/$name"
+  # The lib test binaries hold every unit test; only planning and the engine are meant
+  # to run unprivileged.
+  filter=()
+  case "$name" in
+    hooks_core-*) filter=(plan:: engine::) ;;
+  esac
+  for f in "${filter[@]:-}"; do
+    echo "--- as nobody: $name ${f:-(all)}"
+    if ! (cd "$dir" && setpriv --reuid=65534 --regid=65534 --clear-groups \
+          env -i PATH=/usr/bin:/bin HOME=/tmp TMPDIR=/tmp "./$name" ${f:+"$f"} -q); then
+      rc=1
+    fi
+  done
+done
+exit $rc
