@@ -634,6 +634,33 @@ mod tests {
     }
 
     #[test]
+    fn access_letters_and_prefix_masks() {
+        assert_eq!(Access::parse("r").unwrap().to_string(), "r");
+        assert_eq!(Access::parse("mwr").unwrap().to_string(), "rwm");
+        assert_eq!(Access::parse(""), None);
+        assert_eq!(Access::parse("rx"), None);
+        let dev = DeviceNode {
+            dev_type: DevType::Char,
+            major: 1,
+            minor: 3,
+        };
+        let g = |a: &str| Grant {
+            dev,
+            access: Access::parse(a).unwrap(),
+        };
+        // The first instruction of each device block jumps away when the access asked
+        // has a bit the grant lacks: r refuses write and mknod (4|1), rw mknod, rwm nothing.
+        let p = bpf::allow_prefix_grants(&[g("r"), g("rw"), g("rwm")]);
+        let masks: Vec<(u8, i32)> = [7, 12, 17].iter().map(|&i| (p[i].code, p[i].imm)).collect();
+        assert_eq!(masks, [(0x45, 5), (0x45, 1), (0x45, 0)]);
+        assert_eq!(
+            bpf::allow_prefix(&[dev]),
+            bpf::allow_prefix_grants(&[g("rw")])
+        );
+        assert_eq!(g("r").to_string(), "c 1:3 r");
+    }
+
+    #[test]
     fn proc_cgroup_candidate_with_membership() {
         let (t, loc) = fixture("5:devices:/ctr\n", None);
         let m = mount(&t.path().join("hier"), "/");

@@ -214,7 +214,7 @@ pub fn place(
         (None, NodeMethod::Mknod) => None,
         (None, NodeMethod::Bind) => {
             return Err(node_err(format!(
-                "host node {} is missing, and it is bound into the container as this process may not create device nodes there; fix the spec's hostPath",
+                "host node {} is missing, and it is bound into the container as this process may not create device nodes there",
                 f.host_path
             )))
         }
@@ -227,7 +227,7 @@ pub fn place(
         });
         if !ok {
             return Err(node_err(format!(
-                "host node {} is not a {} {}:{} node; refusing to bind it (fix or regenerate the spec)",
+                "host node {} is not a {} {}:{} node; refusing to bind it",
                 f.host_path,
                 f.spec.kind.letter(),
                 f.spec.major,
