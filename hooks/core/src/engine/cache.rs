@@ -182,6 +182,19 @@ pub fn regenerate(
     Ok(Some(counts))
 }
 
+/// Adds the shared objects of `folders` (container paths, earlier folders win a SONAME)
+/// to the container's loader cache: what gpu-hook's `update-ldcache` and
+/// `enable-cuda-compat` subcommands do. Returns log lines.
+pub fn add_folders(
+    rootfs: &Rootfs,
+    sys: &dyn Sys,
+    folders: &[PathBuf],
+) -> Result<Vec<String>, EngineError> {
+    let mut log = Vec::new();
+    regenerate(rootfs, sys, &[], folders, &mut log)?;
+    Ok(log)
+}
+
 /// Writes `cache` on the tmpfs (mounted writable at `root_h`), binds it read-only over
 /// `/etc/ld.so.cache` (an older cache of ours is unmounted first) and leaves the tmpfs
 /// read-only. The image is not written.

@@ -632,3 +632,28 @@ fn empty_plan_changes_nothing() {
     assert!(calls.is_empty());
     assert!(!f.root().join("run").exists());
 }
+
+#[test]
+fn folders_alone_start_a_new_cache_when_the_image_has_none() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.root().join("etc/ld.so.cache")).unwrap();
+    std::fs::create_dir_all(f.root().join("usr/lib64")).unwrap();
+    std::fs::copy(LIBM, f.root().join("usr/lib64/libm.so.6")).unwrap();
+    let sys = RecordingSys::new(false);
+    let log = cache::add_folders(&f.rootfs, &sys, &[PathBuf::from("/usr/lib64")]).unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log[0].ends_with("; starting a new cache"), "{log:?}");
+    assert_eq!(log[1], "update-ldcache: 1 libraries in /usr/lib64");
+    assert_eq!(
+        log[2],
+        "regenerated the loader cache (1 entries) and bound it over /etc/ld.so.cache"
+    );
+    let cache = f.written_cache();
+    assert_eq!(cache.entries.len(), 1);
+    assert_eq!(cache.entries[0].path, "/usr/lib64/libm.so.6");
+    // The mount point for the cache is an empty file in the image's /etc.
+    assert_eq!(
+        f.root().join("etc/ld.so.cache").metadata().unwrap().len(),
+        0
+    );
+}
