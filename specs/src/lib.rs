@@ -8,10 +8,13 @@
 //!
 //! Modules: [`types`] (the model), [`parse`] (strict JSON/YAML in and out),
 //! [`mod@validate`], [`version`], [`names`] (qualified names and annotations), [`registry`]
-//! (spec directories), [`plan`] (the planning currency: edits plus what CDI cannot say), [`mod@write`] (atomic writes), [`apply`] (edits into an OCI spec) and
+//! (spec directories), [`plan`] (the planning currency: edits plus what CDI cannot say),
+//! [`mod@write`] (atomic writes), [`mod@compose`] (the composition rules both engines
+//! share), [`apply`] (edits into an OCI spec) and
 //! [`normalize`] (deterministic ordering).
 
 pub mod apply;
+pub mod compose;
 pub mod names;
 pub mod normalize;
 pub mod parse;
@@ -23,6 +26,7 @@ pub mod version;
 pub mod write;
 
 pub use apply::{apply_devices, ApplyError};
+pub use compose::{compose, ComposeError, Composed};
 pub use names::{parse_qualified_name, NameError, QualifiedName};
 pub use parse::{Format, ParseError};
 pub use plan::{DeviceRule, Library, Plan, Replace};

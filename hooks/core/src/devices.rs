@@ -176,6 +176,63 @@ fn locate(
     )))
 }
 
+/// Cgroup device access: a non-empty subset of `rwm`, as bits of the kernel's BPF
+/// device access type (`BPF_DEVCG_ACC_MKNOD` 1, `_READ` 2, `_WRITE` 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Access(u8);
+
+impl Access {
+    pub const MKNOD: u8 = 1;
+    pub const READ: u8 = 2;
+    pub const WRITE: u8 = 4;
+    /// Read and write: what device binds and the older hooks always granted.
+    pub const RW: Access = Access(Self::READ | Self::WRITE);
+
+    /// Parses `r`, `rw`, `rwm`, ... (letters in any order); `None` when empty or when a
+    /// letter is not one of `r`, `w`, `m`.
+    pub fn parse(s: &str) -> Option<Access> {
+        let mut bits = 0;
+        for c in s.chars() {
+            bits |= match c {
+                'r' => Self::READ,
+                'w' => Self::WRITE,
+                'm' => Self::MKNOD,
+                _ => return None,
+            };
+        }
+        (bits != 0).then_some(Access(bits))
+    }
+
+    /// The kernel's access bits.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (bit, c) in [(Self::READ, 'r'), (Self::WRITE, 'w'), (Self::MKNOD, 'm')] {
+            if self.0 & bit != 0 {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One device cgroup rule: a device and the access allowed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub dev: DeviceNode,
+    pub access: Access,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.dev, self.access)
+    }
+}
+
 /// Allows `devs` (read and write) for the container in every device-controlling hierarchy
 /// the host has. Returns a line per action for the log.
 pub fn allow_devices(
@@ -183,8 +240,25 @@ pub fn allow_devices(
     loc: &CgroupLocator,
     mounts: &[MountEntry],
 ) -> Result<Vec<String>, DeviceError> {
+    let grants: Vec<Grant> = devs
+        .iter()
+        .map(|&dev| Grant {
+            dev,
+            access: Access::RW,
+        })
+        .collect();
+    allow_grants(&grants, loc, mounts)
+}
+
+/// Allows each grant's device with its access for the container in every
+/// device-controlling hierarchy the host has. Returns a line per action for the log.
+pub fn allow_grants(
+    grants: &[Grant],
+    loc: &CgroupLocator,
+    mounts: &[MountEntry],
+) -> Result<Vec<String>, DeviceError> {
     let mut done = Vec::new();
-    if devs.is_empty() {
+    if grants.is_empty() {
         return Ok(done);
     }
     let v1 = mounts
@@ -193,20 +267,20 @@ pub fn allow_devices(
     if let Some(m) = v1 {
         let dir = locate(loc, m, &|c| c.split(',').any(|x| x == "devices"))?;
         let allow = dir.join("devices.allow");
-        for d in devs {
-            let rule = format!("{d} rw");
+        for g in grants {
+            let rule = g.to_string();
             File::options()
                 .write(true)
                 .open(&allow)
                 .and_then(|mut f| f.write_all(rule.as_bytes()))
                 .map_err(|source| DeviceError::Allow {
-                    dev: d.to_string(),
+                    dev: g.dev.to_string(),
                     path: allow.clone(),
                     source,
                 })?;
             tracing::warn!(
                 container = crate::logging::container_id().unwrap_or("?"),
-                "device grant: {d} rw for the container (cgroup v1 {})",
+                "device grant: {g} for the container (cgroup v1 {})",
                 allow.display()
             );
             done.push(format!("cgroup v1: '{rule}' -> {}", allow.display()));
@@ -215,11 +289,11 @@ pub fn allow_devices(
     if let Some(m) = mounts.iter().find(|m| m.fs_type == "cgroup2") {
         // The unified hierarchy filters devices only through attached BPF programs.
         if let Ok(dir) = locate(loc, m, &|c| c.is_empty()) {
-            let n = bpf::allow_in_cgroup(&dir, devs)?;
-            for d in devs {
+            let n = bpf::allow_grants_in_cgroup(&dir, grants)?;
+            for g in grants {
                 tracing::warn!(
                     container = crate::logging::container_id().unwrap_or("?"),
-                    "device grant: {d} rw for the container (cgroup v2 {}, {})",
+                    "device grant: {g} for the container (cgroup v2 {}, {})",
                     dir.display(),
                     if n > 0 {
                         format!("{n} device program(s) replaced")
@@ -232,8 +306,9 @@ pub fn allow_devices(
                 done.push(format!(
                     "cgroup v2: replaced {n} device program(s) of {} to allow {}",
                     dir.display(),
-                    devs.iter()
-                        .map(|d| d.to_string())
+                    grants
+                        .iter()
+                        .map(|g| g.to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
@@ -303,6 +378,7 @@ pub mod bpf {
     const ALU64_AND_K: u8 = 0x57;
     const ALU64_RSH_K: u8 = 0x77;
     const JNE_K: u8 = 0x55;
+    const JSET_K: u8 = 0x45;
     const JA: u8 = 0x05;
     const MOV64_K: u8 = 0xb7;
     const EXIT: u8 = 0x95;
@@ -310,24 +386,40 @@ pub mod bpf {
     /// Instructions that return 1 (allow) for read/write access to `devs` and fall
     /// through otherwise. Registers r2-r5 are scratch; r1 (the context) is preserved.
     pub fn allow_prefix(devs: &[DeviceNode]) -> Vec<Insn> {
+        let grants: Vec<Grant> = devs
+            .iter()
+            .map(|&dev| Grant {
+                dev,
+                access: Access::RW,
+            })
+            .collect();
+        allow_prefix_grants(&grants)
+    }
+
+    /// Instructions that return 1 (allow) when the access asked for a grant's device is
+    /// within the grant's access, and fall through otherwise. Registers r2-r5 are scratch;
+    /// r1 (the context) is preserved.
+    pub fn allow_prefix_grants(grants: &[Grant]) -> Vec<Insn> {
         let mut p = vec![
             Insn::new(LDX_W, 2, 1, 0, 0),            // r2 = ctx->access_type
             Insn::new(LDX_W, 5, 1, 0, 0),            // r5 = ctx->access_type
             Insn::new(ALU64_AND_K, 2, 0, 0, 0xffff), // r2 = type
             Insn::new(ALU64_RSH_K, 5, 0, 0, 16),     // r5 = access
-            Insn::new(ALU64_AND_K, 5, 0, 0, 1),      // r5 = access & MKNOD
+            Insn::new(ALU64_AND_K, 5, 0, 0, 7),      // r5 = access & (MKNOD|READ|WRITE)
             Insn::new(LDX_W, 3, 1, 4, 0),            // r3 = major
             Insn::new(LDX_W, 4, 1, 8, 0),            // r4 = minor
         ];
-        let n = devs.len() as i16;
+        let n = grants.len() as i16;
         // After the per-device blocks: `ja +2` over the allow block.
-        for (i, d) in devs.iter().enumerate() {
+        for (i, g) in grants.iter().enumerate() {
+            let d = g.dev;
             let ty = match d.dev_type {
                 DevType::Block => 1,
                 DevType::Char => 2,
             };
             let remaining = (n - 1 - i as i16) * 5; // instructions of later blocks
-            p.push(Insn::new(JNE_K, 5, 0, 4, 0)); // mknod requested: not ours
+            let denied = i32::from(!g.access.bits() & 7);
+            p.push(Insn::new(JSET_K, 5, 0, 4, denied)); // access not granted: not ours
             p.push(Insn::new(JNE_K, 2, 0, 3, ty));
             p.push(Insn::new(JNE_K, 3, 0, 2, d.major as i32));
             p.push(Insn::new(JNE_K, 4, 0, 1, d.minor as i32));
@@ -456,8 +548,23 @@ pub mod bpf {
     }
 
     /// Replaces every device program attached to the cgroup directory `dir` with one that
-    /// allows `devs` first. Returns how many programs were replaced (0: no filter, all allowed).
+    /// allows `devs` (read and write) first. Returns how many programs were replaced (0: no
+    /// filter, all allowed).
     pub fn allow_in_cgroup(dir: &Path, devs: &[DeviceNode]) -> Result<usize, DeviceError> {
+        let grants: Vec<Grant> = devs
+            .iter()
+            .map(|&dev| Grant {
+                dev,
+                access: Access::RW,
+            })
+            .collect();
+        allow_grants_in_cgroup(dir, &grants)
+    }
+
+    /// Replaces every device program attached to the cgroup directory `dir` with one that
+    /// allows `grants` first. Returns how many programs were replaced (0: no filter, all
+    /// allowed).
+    pub fn allow_grants_in_cgroup(dir: &Path, grants: &[Grant]) -> Result<usize, DeviceError> {
         let berr = |what: &'static str, source: std::io::Error| DeviceError::Bpf {
             path: dir.to_owned(),
             what,
@@ -465,7 +572,7 @@ pub mod bpf {
         };
         let cg = File::open(dir).map_err(|e| berr("open the cgroup directory", e))?;
         let (ids, flags) = query(&cg).map_err(|e| berr("query attached programs", e))?;
-        let prefix = allow_prefix(devs);
+        let prefix = allow_prefix_grants(grants);
         for id in &ids {
             let old = prog_fd(*id).map_err(|e| berr("open the attached program", e))?;
             let insns = prog_insns(&old).map_err(|e| berr("read the attached program", e))?;
@@ -524,6 +631,33 @@ mod tests {
 
     fn devices(c: &str) -> bool {
         c.split(',').any(|x| x == "devices")
+    }
+
+    #[test]
+    fn access_letters_and_prefix_masks() {
+        assert_eq!(Access::parse("r").unwrap().to_string(), "r");
+        assert_eq!(Access::parse("mwr").unwrap().to_string(), "rwm");
+        assert_eq!(Access::parse(""), None);
+        assert_eq!(Access::parse("rx"), None);
+        let dev = DeviceNode {
+            dev_type: DevType::Char,
+            major: 1,
+            minor: 3,
+        };
+        let g = |a: &str| Grant {
+            dev,
+            access: Access::parse(a).unwrap(),
+        };
+        // The first instruction of each device block jumps away when the access asked
+        // has a bit the grant lacks: r refuses write and mknod (4|1), rw mknod, rwm nothing.
+        let p = bpf::allow_prefix_grants(&[g("r"), g("rw"), g("rwm")]);
+        let masks: Vec<(u8, i32)> = [7, 12, 17].iter().map(|&i| (p[i].code, p[i].imm)).collect();
+        assert_eq!(masks, [(0x45, 5), (0x45, 1), (0x45, 0)]);
+        assert_eq!(
+            bpf::allow_prefix(&[dev]),
+            bpf::allow_prefix_grants(&[g("rw")])
+        );
+        assert_eq!(g("r").to_string(), "c 1:3 r");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod devices;
 pub mod elf;
+pub mod engine;
 pub mod glibc;
 pub mod hostlib;
 pub mod inject;

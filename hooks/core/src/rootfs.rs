@@ -73,6 +73,12 @@ impl Rootfs {
         &self.host_path
     }
 
+    /// The `pathrs` root itself, for in-root operations this type does not wrap
+    /// (no-follow lookups, readlink, removal, node creation).
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
     fn err(&self, path: &Path, message: impl std::fmt::Display) -> RootfsError {
         RootfsError::Path {
             rootfs: self.host_path.clone(),

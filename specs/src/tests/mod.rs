@@ -1,6 +1,7 @@
 //! Unit tests of every module (one test binary).
 
 mod apply_tests;
+mod compose_tests;
 mod names_tests;
 mod normalize_tests;
 mod parse_tests;
