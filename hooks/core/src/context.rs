@@ -162,14 +162,6 @@ impl HookCtx {
         }))
     }
 
-    /// Applies `plan` to the container, logging each action at info.
-    pub fn apply(&self, plan: &crate::inject::Plan) -> Result<(), crate::inject::InjectError> {
-        for line in crate::inject::apply(self, plan)? {
-            tracing::info!("{line}");
-        }
-        Ok(())
-    }
-
     /// Logs the final line the benchmark reads.
     pub fn finish(&self) {
         self.finish_with("done");

@@ -1,18 +1,13 @@
-//! Adding the libraries of container directories to the container's loader cache,
-//! natively (no `ldconfig`, nothing from the image runs): what `update-ldcache` hooks and
-//! gpu-hook do after mounting driver libraries.
-//!
-//! Directories are listed and files opened inside the rootfs ([`Rootfs`]); each regular
-//! ELF shared object found gives a cache entry under its SONAME. The result is merged into
-//! the container's current cache (or an empty one when the image has none) and installed
-//! with [`crate::inject::install_cache`].
+//! Scanning container directories for the loader cache, natively (no `ldconfig`, nothing
+//! from the image runs): directories are listed and files opened inside the rootfs
+//! ([`Rootfs`]); each regular ELF shared object gives a cache entry under its SONAME, which
+//! the engine (`crate::engine::cache`) merges into the one cache it regenerates.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::elf;
-use crate::inject::{self, InjectError};
-use crate::ldcache::{CacheEntry, CacheFormat, LdCache};
+use crate::ldcache::{CacheEntry, LdCache};
 use crate::ldcache_write::cache_flags_for;
 use crate::rootfs::{stat_handle, Rootfs};
 
@@ -25,8 +20,6 @@ pub const MAX_DIR_ENTRIES: usize = 100_000;
 pub enum LdCacheUpdateError {
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
-    #[error(transparent)]
-    Inject(#[from] InjectError),
     #[error("cannot list container directory {path}: {message}")]
     List { path: PathBuf, message: String },
 }
@@ -136,43 +129,10 @@ pub fn merge(cache: &mut LdCache, entries: Vec<CacheEntry>) {
     cache.entries.extend(entries);
 }
 
-/// Adds the shared objects of `dirs` (container paths; earlier directories win for a
-/// SONAME) to the container's loader cache and installs it. An image without a usable
-/// cache gets a new one holding only these entries (the loader's default directories
-/// still apply). Returns log lines.
-pub fn add_dirs_to_container_cache(
-    rootfs: &Rootfs,
-    dirs: &[PathBuf],
-) -> Result<Vec<String>, LdCacheUpdateError> {
-    let entries = scan_dirs(rootfs, dirs)?;
-    let mut log = vec![format!(
-        "update-ldcache: {} libraries in {}",
-        entries.len(),
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )];
-    let mut cache = match inject::read_container_cache(rootfs) {
-        Ok(c) => c,
-        Err(e) => {
-            log.push(format!("{e}; starting a new cache"));
-            LdCache {
-                entries: Vec::new(),
-                generator: None,
-                hwcap_subdirs: Vec::new(),
-                format: CacheFormat::New,
-            }
-        }
-    };
-    merge(&mut cache, entries);
-    log.extend(inject::install_cache(rootfs, &cache)?);
-    Ok(log)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldcache::CacheFormat;
 
     #[test]
     fn library_names() {

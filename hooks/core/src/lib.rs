@@ -1,7 +1,8 @@
 //! Shared runtime of the hpc-hooks OCI hooks (`mpi-hook`, `glibc-hook`, `gpu-hook`).
 //!
-//! Pipeline: *discover* (state, config.json, ld.so.cache, ELF, glibc) -> *plan* (an
-//! [`inject::Plan`]) -> *apply* (mounts through file descriptors inside the rootfs).
+//! Pipeline: *discover* (state, config.json, the facts of `hpc_facts`: ld.so.cache, ELF,
+//! glibc) -> *plan* ([`plan`]: a `cdi_specs::Plan` from an in-root view) -> *apply*
+//! ([`engine`]: the one live engine, mounts through file descriptors inside the rootfs).
 
 pub mod abi;
 pub mod config;
@@ -11,7 +12,6 @@ pub mod elf;
 pub mod engine;
 pub mod glibc;
 pub mod hostlib;
-pub mod inject;
 pub mod ldcache;
 pub mod ldcache_update;
 pub mod ldcache_write;

@@ -30,10 +30,7 @@ pub const MAX_CACHE_BYTES: u64 = 64 << 20;
 
 /// Reads the container's current cache (possibly one a previous hook bound there).
 pub fn read_container_cache(rootfs: &Rootfs) -> Result<LdCache, EngineError> {
-    let bytes = rootfs
-        .read_file(Path::new("/etc/ld.so.cache"), MAX_CACHE_BYTES)
-        .map_err(|e| EngineError::BadCache(e.to_string()))?;
-    ldcache::parse(&bytes).map_err(|e| EngineError::BadCache(e.to_string()))
+    crate::plan::container_cache(rootfs).map_err(EngineError::BadCache)
 }
 
 /// Folders in the order the cache gets them: [`COMPAT_DIR`] first when present, then the
