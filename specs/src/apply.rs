@@ -1,6 +1,6 @@
 //! The config.json engine: applies requested CDI devices to an OCI runtime spec the way
 //! engines do (devices in request order, each spec's spec-wide edits with its first
-//! device), composing them with [`crate::compose`]'s rules, the same the live engine uses.
+//! device), composing them with [`mod@crate::compose`]'s rules, the same the live engine uses.
 //! All or nothing: on any error the spec is left as it was.
 
 use std::collections::{BTreeSet, HashMap};
@@ -137,7 +137,7 @@ pub fn collect_edits<'r, S: AsRef<str>>(
 
 /// Applies labelled edits in order to `oci`, all or nothing: each node is completed from
 /// its host node where the spec leaves type or major out, the edits are composed by
-/// [`crate::compose`] (the one set of rules), and the result is merged into `oci` with the
+/// [`mod@crate::compose`] (the one set of rules), and the result is merged into `oci` with the
 /// same rules (a composed node or mount replaces the spec's one at the same cleaned path;
 /// all mounts are then stably sorted by depth).
 pub fn apply_edits(oci: &mut OciSpec, edits: &[(&str, &ContainerEdits)]) -> Result<(), ApplyError> {
