@@ -1,11 +1,11 @@
-//! Applying requested CDI devices to an OCI runtime spec (`config.json`) the way engines
-//! do: devices in request order, each spec's spec-wide edits with its first device, env
-//! replace/append, device nodes with cgroup rules, mount replacement and sorting, hooks,
-//! intelRdt, netDevices and additionalGids. All or nothing: on any error the spec is left as it was.
+//! The config.json engine: applies requested CDI devices to an OCI runtime spec the way
+//! engines do (devices in request order, each spec's spec-wide edits with its first
+//! device), composing them with [`mod@crate::compose`]'s rules, the same the live engine uses.
+//! All or nothing: on any error the spec is left as it was.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{
     Hook as OciHook, Hooks, Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxIntelRdt,
@@ -13,6 +13,7 @@ use oci_spec::runtime::{
 };
 use thiserror::Error;
 
+use crate::compose::{clean_path, compose, merge_env, mount_depth, ComposeError, Composed};
 use crate::registry::{Registry, RegistryError};
 use crate::types::{ContainerEdits, DeviceNode, Hook, IntelRdt, Mount};
 
@@ -62,6 +63,14 @@ pub enum ApplyError {
         declared: String,
         /// The host node's type.
         actual: String,
+    },
+    /// Edits the composition rules refuse (an unvalidated spec).
+    #[error("{source_label}: {source}; nothing was applied")]
+    Invalid {
+        /// The device (or spec-wide edits) whose edits are refused.
+        source_label: String,
+        /// What is wrong.
+        source: ComposeError,
     },
     /// A device node type other than b, c, u, p (an unvalidated spec).
     #[error("{source_label}: deviceNodes {path}: invalid type {value:?}; nothing was applied; use b, c, u or p")]
@@ -126,12 +135,35 @@ pub fn collect_edits<'r, S: AsRef<str>>(
     }
 }
 
-/// Applies labelled edits in order to `oci`, all or nothing.
+/// Applies labelled edits in order to `oci`, all or nothing: each node is completed from
+/// its host node where the spec leaves type or major out, the edits are composed by
+/// [`mod@crate::compose`] (the one set of rules), and the result is merged into `oci` with the
+/// same rules (a composed node or mount replaces the spec's one at the same cleaned path;
+/// all mounts are then stably sorted by depth).
 pub fn apply_edits(oci: &mut OciSpec, edits: &[(&str, &ContainerEdits)]) -> Result<(), ApplyError> {
-    let mut work = oci.clone();
+    let mut filled = Vec::with_capacity(edits.len());
     for (label, e) in edits {
-        apply_one(&mut work, label, e)?;
+        let mut f = (*e).clone();
+        for n in &mut f.device_nodes {
+            fill_missing_info(n, label)?;
+        }
+        filled.push(f);
     }
+    let composed = compose(&filled).map_err(|source| {
+        // The rules check each edits on its own: name the first that fails.
+        let source_label = edits
+            .iter()
+            .zip(&filled)
+            .find(|(_, f)| compose([*f]).is_err())
+            .map_or("containerEdits", |((l, _), _)| *l)
+            .to_string();
+        ApplyError::Invalid {
+            source_label,
+            source,
+        }
+    })?;
+    let mut work = oci.clone();
+    merge_into(&mut work, &composed);
     *oci = work;
     Ok(())
 }
@@ -144,240 +176,145 @@ fn empty_linux() -> Linux {
     serde_json::from_str("{}").unwrap_or_default()
 }
 
-fn apply_one(oci: &mut OciSpec, label: &str, e: &ContainerEdits) -> Result<(), ApplyError> {
-    // Device nodes are resolved first so that a failure changes nothing in `oci`.
-    let mut nodes = Vec::with_capacity(e.device_nodes.len());
-    for n in &e.device_nodes {
-        nodes.push((fill_missing_info(n, label)?, n.permissions.as_str()));
+fn empty_resources() -> LinuxResources {
+    serde_json::from_str("{}").unwrap_or_default()
+}
+
+fn linux_of(oci: &mut OciSpec) -> &mut Linux {
+    oci.linux_mut().get_or_insert_with(empty_linux)
+}
+
+fn process_of(oci: &mut OciSpec) -> &mut Process {
+    oci.process_mut().get_or_insert_with(empty_process)
+}
+
+/// Merges composed edits into `oci` as the reference applies one set of edits.
+fn merge_into(oci: &mut OciSpec, c: &Composed) {
+    if !c.env.is_empty() {
+        let p = process_of(oci);
+        let mut env = p.env().clone().unwrap_or_default();
+        merge_env(&mut env, &c.env);
+        p.set_env(Some(env));
     }
 
-    // 1. env: replace the same key in place, else append.
-    if !e.env.is_empty() {
-        if oci.process().is_none() {
-            oci.set_process(Some(empty_process()));
-        }
-        if let Some(p) = oci.process_mut() {
-            let mut env = p.env().clone().unwrap_or_default();
-            merge_env(&mut env, &e.env);
-            p.set_env(Some(env));
-        }
-    }
-
-    // 2. device nodes and their cgroup rules.
     let (uid, gid) = oci
         .process()
         .as_ref()
-        .map(|p| (p.user().uid(), p.user().gid()))
-        .unwrap_or((0, 0));
-    for (node, permissions) in nodes {
-        if oci.linux().is_none() {
-            oci.set_linux(Some(empty_linux()));
-        }
-        let Some(linux) = oci.linux_mut() else {
-            continue;
-        };
-        let mut dev = node.to_oci();
-        if dev.uid().is_none() && uid > 0 {
-            dev.set_uid(Some(uid));
-        }
-        if dev.gid().is_none() && gid > 0 {
-            dev.set_gid(Some(gid));
-        }
+        .map_or((0, 0), |p| (p.user().uid(), p.user().gid()));
+    if !c.device_nodes.is_empty() {
+        let linux = linux_of(oci);
         let mut devices = linux.devices().clone().unwrap_or_default();
-        if let Some(i) = devices.iter().position(|d| d.path() == dev.path()) {
-            devices.remove(i);
+        for n in &c.device_nodes {
+            let mut dev = node_to_oci(n);
+            if dev.uid().is_none() && uid > 0 {
+                dev.set_uid(Some(uid));
+            }
+            if dev.gid().is_none() && gid > 0 {
+                dev.set_gid(Some(gid));
+            }
+            let key = clean_path(&n.path);
+            if let Some(i) = devices
+                .iter()
+                .position(|d| clean_path(&d.path().to_string_lossy()) == key)
+            {
+                devices.remove(i);
+            }
+            devices.push(dev);
         }
-        let typ = dev.typ();
-        let (major, minor) = (dev.major(), dev.minor());
-        devices.push(dev);
         linux.set_devices(Some(devices));
-        if matches!(typ, LinuxDeviceType::B | LinuxDeviceType::C) && permissions != "none" {
-            let access = if permissions.is_empty() {
-                "rwm"
-            } else {
-                permissions
-            };
+    }
+    if !c.device_rules.is_empty() {
+        let linux = linux_of(oci);
+        let mut resources = linux.resources().clone().unwrap_or_else(empty_resources);
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        for r in &c.device_rules {
             let mut rule = LinuxDeviceCgroup::default();
             rule.set_allow(true);
-            rule.set_typ(Some(typ));
-            rule.set_major(Some(major));
-            rule.set_minor(Some(minor));
-            rule.set_access(Some(access.to_string()));
-            let mut resources = linux.resources().clone().unwrap_or_else(empty_resources);
-            let mut rules = resources.devices().clone().unwrap_or_default();
+            rule.set_typ(Some(device_type(&r.typ)));
+            rule.set_major(Some(r.major));
+            rule.set_minor(Some(r.minor));
+            rule.set_access(Some(r.access.clone()));
             rules.push(rule);
-            resources.set_devices(Some(rules));
-            linux.set_resources(Some(resources));
         }
+        resources.set_devices(Some(rules));
+        linux.set_resources(Some(resources));
     }
 
     // netDevices: host interface -> name in the container.
-    if !e.net_devices.is_empty() {
-        if oci.linux().is_none() {
-            oci.set_linux(Some(empty_linux()));
+    if !c.net_devices.is_empty() {
+        let linux = linux_of(oci);
+        let mut map: HashMap<String, LinuxNetDevice> =
+            linux.net_devices().clone().unwrap_or_default();
+        for n in &c.net_devices {
+            let mut dev = LinuxNetDevice::default();
+            dev.set_name(Some(n.name.clone()));
+            map.insert(n.host_interface_name.clone(), dev);
         }
-        if let Some(linux) = oci.linux_mut() {
-            let mut map: HashMap<String, LinuxNetDevice> =
-                linux.net_devices().clone().unwrap_or_default();
-            for n in &e.net_devices {
-                let mut dev = LinuxNetDevice::default();
-                dev.set_name(Some(n.name.clone()));
-                map.insert(n.host_interface_name.clone(), dev);
-            }
-            linux.set_net_devices(Some(map));
-        }
+        linux.set_net_devices(Some(map));
     }
 
-    // 3. mounts: replace the same destination, then stable sort by path depth.
-    if !e.mounts.is_empty() {
+    if !c.mounts.is_empty() {
         let mut mounts = oci.mounts().clone().unwrap_or_default();
-        for m in &e.mounts {
+        for m in &c.mounts {
+            let key = clean_path(&m.container_path);
             if let Some(i) = mounts
                 .iter()
-                .position(|x| x.destination() == Path::new(&m.container_path))
+                .position(|x| clean_path(&x.destination().to_string_lossy()) == key)
             {
                 mounts.remove(i);
             }
             mounts.push(mount_to_oci(m));
         }
-        mounts.sort_by_key(|m| path_depth(&m.destination().to_string_lossy()));
+        mounts.sort_by_key(|m| mount_depth(&m.destination().to_string_lossy()));
         oci.set_mounts(Some(mounts));
     }
 
-    // 4. hooks appended to their stage.
-    if !e.hooks.is_empty() {
+    if !c.hooks.is_empty() {
         let mut hooks = oci
             .hooks()
             .clone()
             .unwrap_or_else(|| serde_json::from_str("{}").unwrap_or_default());
-        for h in &e.hooks {
+        for h in &c.hooks {
             add_hook(&mut hooks, h);
         }
         oci.set_hooks(Some(hooks));
     }
 
-    // 5. intelRdt replaced.
-    if let Some(rdt) = &e.intel_rdt {
-        if oci.linux().is_none() {
-            oci.set_linux(Some(empty_linux()));
-        }
-        if let Some(linux) = oci.linux_mut() {
-            linux.set_intel_rdt(Some(rdt_to_oci(rdt)));
-        }
+    if let Some(rdt) = &c.intel_rdt {
+        linux_of(oci).set_intel_rdt(Some(rdt_to_oci(rdt)));
     }
 
-    // 6. additionalGids appended (0 and duplicates skipped).
-    let gids: Vec<u32> = e
-        .additional_gids
-        .iter()
-        .copied()
-        .filter(|&g| g != 0)
-        .collect();
-    if !gids.is_empty() {
-        if oci.process().is_none() {
-            oci.set_process(Some(empty_process()));
-        }
-        if let Some(p) = oci.process_mut() {
-            let user = p.user_mut();
-            let mut all = user.additional_gids().clone().unwrap_or_default();
-            for g in gids {
-                if !all.contains(&g) {
-                    all.push(g);
-                }
-            }
-            user.set_additional_gids(Some(all));
-        }
-    }
-    Ok(())
-}
-
-fn empty_resources() -> LinuxResources {
-    serde_json::from_str("{}").unwrap_or_default()
-}
-
-/// Env merge as engines do it: an entry whose key (text before the first `=`) is already
-/// present replaces it in place (the last one with that key), otherwise it is appended.
-pub fn merge_env(env: &mut Vec<String>, add: &[String]) {
-    let key = |s: &str| s.split_once('=').map_or(s, |(k, _)| k).to_string();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (i, e) in env.iter().enumerate() {
-        index.insert(key(e), i);
-    }
-    for e in add {
-        let k = key(e);
-        match index.get(&k) {
-            Some(&i) => env[i].clone_from(e),
-            None => {
-                env.push(e.clone());
-                index.insert(k, env.len() - 1);
+    if !c.additional_gids.is_empty() {
+        let user = process_of(oci).user_mut();
+        let mut all = user.additional_gids().clone().unwrap_or_default();
+        for &g in &c.additional_gids {
+            if !all.contains(&g) {
+                all.push(g);
             }
         }
+        user.set_additional_gids(Some(all));
     }
 }
 
-/// Number of `/` in the lexically cleaned path (Go's `filepath.Clean`): the mount and
-/// node sort key.
-pub fn path_depth(path: &str) -> usize {
-    clean_path(path).matches('/').count()
-}
-
-/// Lexical path cleaning like Go's `filepath.Clean`.
-pub fn clean_path(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
+fn device_type(t: &str) -> LinuxDeviceType {
+    match t {
+        "b" => LinuxDeviceType::B,
+        "c" => LinuxDeviceType::C,
+        "u" => LinuxDeviceType::U,
+        _ => LinuxDeviceType::P,
     }
 }
 
-/// A device node with its host facts filled in.
-struct FilledNode {
-    path: String,
-    typ: String,
-    major: i64,
-    minor: i64,
-    file_mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-}
-
-impl FilledNode {
-    fn to_oci(&self) -> LinuxDevice {
-        let typ = match self.typ.as_str() {
-            "b" => LinuxDeviceType::B,
-            "c" => LinuxDeviceType::C,
-            "u" => LinuxDeviceType::U,
-            _ => LinuxDeviceType::P,
-        };
-        let mut d = LinuxDevice::default();
-        d.set_path(PathBuf::from(&self.path));
-        d.set_typ(typ);
-        d.set_major(self.major);
-        d.set_minor(self.minor);
-        d.set_file_mode(self.file_mode);
-        d.set_uid(self.uid);
-        d.set_gid(self.gid);
-        d
-    }
+fn node_to_oci(n: &DeviceNode) -> LinuxDevice {
+    let mut d = LinuxDevice::default();
+    d.set_path(PathBuf::from(&n.path));
+    d.set_typ(device_type(&n.typ));
+    d.set_major(n.major.unwrap_or(0));
+    d.set_minor(n.minor.unwrap_or(0));
+    d.set_file_mode(n.file_mode);
+    d.set_uid(n.uid);
+    d.set_gid(n.gid);
+    d
 }
 
 /// Linux `dev_t` decoding (glibc's `gnu_dev_major`/`gnu_dev_minor`).
@@ -387,9 +324,10 @@ pub fn dev_major_minor(rdev: u64) -> (i64, i64) {
     (major as i64, minor as i64)
 }
 
-/// Engine rule: hostPath defaults to path; when type is missing, or major is missing for a
-/// non-FIFO, type/major/minor/fileMode come from `stat(hostPath)`.
-fn fill_missing_info(n: &DeviceNode, label: &str) -> Result<FilledNode, ApplyError> {
+/// Engine rule: hostPath defaults to path; when type is missing, or major is missing (or
+/// 0) for a non-FIFO, type/major/minor (and fileMode when absent) come from
+/// `stat(hostPath)`.
+fn fill_missing_info(n: &mut DeviceNode, label: &str) -> Result<(), ApplyError> {
     if !matches!(n.typ.as_str(), "" | "b" | "c" | "u" | "p") {
         return Err(ApplyError::BadType {
             source_label: label.to_string(),
@@ -397,24 +335,14 @@ fn fill_missing_info(n: &DeviceNode, label: &str) -> Result<FilledNode, ApplyErr
             value: n.typ.clone(),
         });
     }
-    let host = if n.host_path.is_empty() {
+    if !n.typ.is_empty() && (n.major.unwrap_or(0) != 0 || n.typ == "p") {
+        return Ok(());
+    }
+    let host_path = PathBuf::from(if n.host_path.is_empty() {
         &n.path
     } else {
         &n.host_path
-    };
-    let mut out = FilledNode {
-        path: n.path.clone(),
-        typ: n.typ.clone(),
-        major: n.major.unwrap_or(0),
-        minor: n.minor.unwrap_or(0),
-        file_mode: n.file_mode,
-        uid: n.uid,
-        gid: n.gid,
-    };
-    if !out.typ.is_empty() && (out.major != 0 || out.typ == "p") {
-        return Ok(out);
-    }
-    let host_path = PathBuf::from(host);
+    });
     let meta = std::fs::metadata(&host_path).map_err(|error| ApplyError::Stat {
         source_label: label.to_string(),
         path: n.path.clone(),
@@ -435,29 +363,26 @@ fn fill_missing_info(n: &DeviceNode, label: &str) -> Result<FilledNode, ApplyErr
             host_path,
         });
     };
-    if out.typ.is_empty() {
-        out.typ = actual.to_string();
-    } else if out.typ != actual {
+    if n.typ.is_empty() {
+        n.typ = actual.to_string();
+    } else if n.typ != actual {
         return Err(ApplyError::TypeMismatch {
             source_label: label.to_string(),
             path: n.path.clone(),
             host_path,
-            declared: out.typ.clone(),
+            declared: n.typ.clone(),
             actual: actual.to_string(),
         });
     }
-    if out.file_mode.is_none() {
-        out.file_mode = Some(meta.mode() & 0o777);
+    if n.file_mode.is_none() {
+        n.file_mode = Some(meta.mode() & 0o777);
     }
-    if out.typ == "p" {
-        return Ok(out);
-    }
-    if out.major == 0 {
+    if n.typ != "p" && n.major.unwrap_or(0) == 0 {
         let (major, minor) = dev_major_minor(meta.rdev());
-        out.major = major;
-        out.minor = minor;
+        n.major = Some(major);
+        n.minor = Some(minor);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn mount_to_oci(m: &Mount) -> OciMount {
@@ -515,7 +440,7 @@ fn add_hook(hooks: &mut Hooks, h: &Hook) {
             let v = push_hook(hooks.poststop(), o);
             hooks.set_poststop(v);
         }
-        // Engines ignore unknown stages (validation rejects them before this point).
+        // compose() refuses unknown stages before this point.
         _ => {}
     }
 }

@@ -244,13 +244,14 @@ pub fn clean_path(p: &str) -> String {
 }
 
 /// The env rule: an entry whose key (text before the first `=`) is already in `env`
-/// replaces it in place, otherwise it is appended.
+/// replaces it in place (the last entry with that key, as Go's generator indexes them),
+/// otherwise it is appended.
 pub fn merge_env(env: &mut Vec<String>, add: &[String]) {
     fn key(s: &str) -> &str {
         s.split_once('=').map_or(s, |(k, _)| k)
     }
     for e in add {
-        match env.iter().position(|x| key(x) == key(e)) {
+        match env.iter().rposition(|x| key(x) == key(e)) {
             Some(i) => env[i].clone_from(e),
             None => env.push(e.clone()),
         }

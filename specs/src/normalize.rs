@@ -2,7 +2,7 @@
 //! by path depth then path. Hooks and env keep their order (it is meaningful), so the same
 //! facts always serialize to byte-identical files.
 
-use crate::apply::path_depth;
+use crate::compose::mount_depth;
 use crate::types::{ContainerEdits, Spec};
 
 /// Sorts devices by name (byte order).
@@ -15,10 +15,10 @@ pub fn sort_devices(spec: &mut Spec) {
 pub fn sort_edits(edits: &mut ContainerEdits) {
     edits
         .device_nodes
-        .sort_by(|a, b| (path_depth(&a.path), &a.path).cmp(&(path_depth(&b.path), &b.path)));
+        .sort_by(|a, b| (mount_depth(&a.path), &a.path).cmp(&(mount_depth(&b.path), &b.path)));
     edits.mounts.sort_by(|a, b| {
-        (path_depth(&a.container_path), &a.container_path)
-            .cmp(&(path_depth(&b.container_path), &b.container_path))
+        (mount_depth(&a.container_path), &a.container_path)
+            .cmp(&(mount_depth(&b.container_path), &b.container_path))
     });
 }
 

@@ -108,11 +108,6 @@ impl Registry {
         r
     }
 
-    /// Loads the default directories, `/etc/cdi` and `/var/run/cdi`.
-    pub fn load_default() -> Registry {
-        Registry::load(&DEFAULT_SPEC_DIRS)
-    }
-
     /// Builds a registry from specs already in memory, `(path, priority, spec)`; each is
     /// validated as if loaded from `path`.
     pub fn from_specs<I>(specs: I) -> Registry

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::{LinuxDeviceType, Spec as OciSpec};
 
 use super::{base_spec, device};
-use crate::apply::{
-    apply_devices, apply_edits, clean_path, collect_edits, dev_major_minor, merge_env, path_depth,
-    ApplyError,
-};
+use crate::apply::{apply_devices, apply_edits, collect_edits, dev_major_minor, ApplyError};
+use crate::compose::merge_env;
 use crate::registry::Registry;
 use crate::types::{ContainerEdits, DeviceNode, Hook, IntelRdt, Mount, NetDevice, Spec};
 
@@ -246,6 +244,14 @@ fn device_nodes_replace_and_cgroup_rules() {
                 Some(8),
                 Some(0),
                 Some("rwm".into())
+            ),
+            // `none`: a rule with empty access, as the reference writes it.
+            (
+                true,
+                Some(LinuxDeviceType::C),
+                Some(1),
+                Some(1),
+                Some(String::new())
             ),
         ]
     );
@@ -550,25 +556,78 @@ fn bare_oci_spec_gets_sections() {
 }
 
 #[test]
-fn path_helpers() {
-    for (p, c) in [
-        ("/", "/"),
-        ("", "."),
-        ("/a/b/", "/a/b"),
-        ("//a//b", "/a/b"),
-        ("/a/./b/../c", "/a/c"),
-        ("/..", "/"),
-        ("a/../..", ".."),
-        ("a/b", "a/b"),
-    ] {
-        assert_eq!(clean_path(p), c, "{p}");
-    }
-    assert_eq!(path_depth("/"), 1);
-    assert_eq!(path_depth("/dev"), 1);
-    assert_eq!(path_depth("/dev/pts/"), 2);
+fn dev_major_minor_decodes_glibc_encoding() {
     assert_eq!(dev_major_minor(0x0103), (1, 3));
     // major 511 minor 1048575 round trips through glibc's encoding.
     let (ma, mi) = (511u64, 1_048_575u64);
     let rdev = ((ma & 0xfff) << 8) | ((ma & !0xfff) << 32) | (mi & 0xff) | ((mi & !0xff) << 12);
     assert_eq!(dev_major_minor(rdev), (511, 1_048_575));
+}
+
+#[test]
+fn refused_edits_name_their_source_and_apply_nothing() {
+    let good = ContainerEdits {
+        env: vec!["A=changed".into()],
+        device_nodes: vec![fixed_node("/dev/x", 1, 2)],
+        ..Default::default()
+    };
+    let relative = ContainerEdits {
+        mounts: vec![Mount {
+            host_path: "/h".into(),
+            container_path: "c".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let unknown_hook = ContainerEdits {
+        hooks: vec![Hook {
+            hook_name: "later".into(),
+            path: "/bin/h".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for (bad, want) in [
+        (
+            &relative,
+            "device \"b\": mounts \"c\" (hostPath /h): containerPath is not absolute; use an absolute container path; nothing was applied",
+        ),
+        (
+            &unknown_hook,
+            "device \"b\": hooks /bin/h: unknown hookName \"later\"; use one of prestart, createRuntime, createContainer, startContainer, poststart, poststop; nothing was applied",
+        ),
+    ] {
+        let mut o = oci();
+        let before = o.clone();
+        let e = apply_edits(&mut o, &[("device \"a\"", &good), ("device \"b\"", bad)]).unwrap_err();
+        assert!(matches!(e, ApplyError::Invalid { .. }), "{e:?}");
+        assert_eq!(e.to_string(), want);
+        assert_eq!(o, before);
+    }
+}
+
+#[test]
+fn read_only_permissions_give_read_only_rule() {
+    let mut o: OciSpec = serde_json::from_str(r#"{"ociVersion":"1.0.2"}"#).unwrap();
+    let e = ContainerEdits {
+        device_nodes: vec![DeviceNode {
+            permissions: "r".into(),
+            ..fixed_node("/dev/ro", 7, 8)
+        }],
+        ..Default::default()
+    };
+    apply_edits(&mut o, &[("test", &e)]).unwrap();
+    let rules = o
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .clone()
+        .unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].access().as_deref(), Some("r"));
+    assert_eq!((rules[0].major(), rules[0].minor()), (Some(7), Some(8)));
 }
