@@ -3,18 +3,16 @@
 //! Pipeline: *discover* (state, config.json, ld.so.cache, ELF, glibc) -> *plan* (an
 //! [`inject::Plan`]) -> *apply* (mounts through file descriptors inside the rootfs).
 
-pub mod abi;
+// The facts (ELF, ld.so.cache, glibc, ABI, host libraries) live in `hpc_facts`; re-exported
+// so `hooks_core::elf` & co. keep working.
+pub use hpc_facts::{abi, elf, glibc, hostlib, ldcache, ldcache_write};
+
 pub mod config;
 pub mod context;
 pub mod devices;
-pub mod elf;
-pub mod glibc;
 pub mod glibc_plan;
-pub mod hostlib;
 pub mod inject;
-pub mod ldcache;
 pub mod ldcache_update;
-pub mod ldcache_write;
 pub mod logging;
 pub mod mount;
 pub mod mountinfo;
