@@ -8,9 +8,9 @@ use cdi_specs::parse::Format;
 use cdi_specs::version::Version;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::edits::{HookConfig, HookKind, DEFAULT_HOOK_PATH};
-use crate::nvidia::{DiscoveryMode, NameStrategy, NvidiaOptions};
-use crate::{GenerateOptions, Roots, Vendor};
+use gpu_discover::edits::{HookConfig, HookKind, DEFAULT_HOOK_PATH};
+use gpu_discover::nvidia::{DiscoveryMode, NameStrategy, NvidiaOptions};
+use gpu_discover::{GenerateOptions, Roots, Vendor};
 
 /// Generates CDI specs for NVIDIA and AMD GPUs, lists and validates installed specs.
 ///
@@ -64,19 +64,11 @@ impl Cli {
     }
 }
 
-/// Parses a log level the way the hooks do (`hooks_core::logging::parse_level`:
-/// `off|error|warn|info|debug|trace`, any case, `warning` too, or Sarus's numbers 0 debug
-/// .. 4 off). Returns the tracing directive.
+/// Parses a log level the way the hooks do ([`hpc_facts::log_level::parse`], the one
+/// parser: `off|error|warn|info|debug|trace`, any case, `warning` too, or Sarus's numbers
+/// 0 debug .. 4 off). Returns the tracing directive.
 pub fn parse_log_level(s: &str) -> Option<&'static str> {
-    use tracing::level_filters::LevelFilter;
-    Some(match hooks_core::logging::parse_level(s)? {
-        LevelFilter::OFF => "off",
-        LevelFilter::ERROR => "error",
-        LevelFilter::WARN => "warn",
-        LevelFilter::INFO => "info",
-        LevelFilter::DEBUG => "debug",
-        _ => "trace",
-    })
+    hpc_facts::log_level::parse(s).map(hpc_facts::log_level::Level::as_str)
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,5 @@
 //! The `cdi-gen` binary: parses arguments, sets up logging, runs one library function and
-//! maps its error to an exit code and one clear line (see `cdi_gen::exit`).
+//! maps its error to an exit code and one clear line (see `gpu_discover::exit`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cdi_gen::cli::{parse_log_level, Cli, Command, GenerateArgs};
-use cdi_gen::exit;
 use clap::Parser;
+use gpu_discover::exit;
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let (given, source) = cli.log_level_setting();
@@ -41,13 +41,13 @@ fn run_generate(args: &GenerateArgs) -> i32 {
     }
     let opts = args.options();
     let mut warnings = Vec::new();
-    let result = cdi_gen::generate(&opts, &mut warnings);
+    let result = gpu_discover::generate(&opts, &mut warnings);
     for w in &warnings {
         tracing::warn!("{w}");
     }
     match result {
         Ok(g) => {
-            if let Err(e) = cdi_gen::write(&g, opts.output.as_deref()) {
+            if let Err(e) = gpu_discover::write(&g, opts.output.as_deref()) {
                 tracing::error!("{e}");
                 return e.exit_code();
             }
@@ -61,7 +61,7 @@ fn run_generate(args: &GenerateArgs) -> i32 {
     }
 }
 
-fn print(report: &cdi_gen::inspect::Report) -> i32 {
+fn print(report: &gpu_discover::inspect::Report) -> i32 {
     for l in &report.out {
         println!("{l}");
     }
@@ -105,15 +105,15 @@ fn main() -> ExitCode {
             } else {
                 given
             };
-            print(&cdi_gen::inspect::list(&dirs))
+            print(&gpu_discover::inspect::list(&dirs))
         }
         Some(Command::Validate { max_version, files }) => {
-            print(&cdi_gen::inspect::validate_files(files, *max_version))
+            print(&gpu_discover::inspect::validate_files(files, *max_version))
         }
         Some(Command::NvmlFacts { nvml_lib }) => {
-            match cdi_gen::nvidia::nvml::discover(&nvml_lib.clone().into_os_string()) {
+            match gpu_discover::nvidia::nvml::discover(&nvml_lib.clone().into_os_string()) {
                 Ok(facts) => {
-                    println!("{}", cdi_gen::nvidia::helper::facts_json(&facts));
+                    println!("{}", gpu_discover::nvidia::helper::facts_json(&facts));
                     exit::OK
                 }
                 Err(e) => {

@@ -2,7 +2,7 @@
 //! libraries, version needs and definitions), and the glibc facts derived from them.
 #![no_main]
 
-use hooks_core::{elf, glibc};
+use hpc_facts::{elf, glibc};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,8 +4,8 @@
 //! cache: the written cache must parse again to the same entries, and writing is stable.
 #![no_main]
 
-use hooks_core::ldcache::{self, CacheEntry};
-use hooks_core::{glibc, ldcache_write};
+use hpc_facts::ldcache::{self, CacheEntry};
+use hpc_facts::{glibc, ldcache_write};
 use libfuzzer_sys::fuzz_target;
 
 fn sorted(entries: &[CacheEntry]) -> Vec<CacheEntry> {

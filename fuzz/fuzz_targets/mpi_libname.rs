@@ -2,7 +2,7 @@
 //! `abi::check`). Input: a symlink chain, one file name per line.
 #![no_main]
 
-use hooks_core::abi::{self, CompatType};
+use hpc_facts::abi::{self, CompatType};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

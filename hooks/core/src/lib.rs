@@ -4,17 +4,15 @@
 //! glibc) -> *plan* ([`plan`]: a `cdi_specs::Plan` from an in-root view) -> *apply*
 //! ([`engine`]: the one live engine, mounts through file descriptors inside the rootfs).
 
-pub mod abi;
+// The facts (ELF, ld.so.cache, glibc, ABI, host libraries) live in `hpc_facts`; re-exported
+// so `hooks_core::elf` & co. keep working.
+pub use hpc_facts::{abi, elf, glibc, hostlib, ldcache, ldcache_write};
+
 pub mod config;
 pub mod context;
 pub mod devices;
-pub mod elf;
 pub mod engine;
-pub mod glibc;
-pub mod hostlib;
-pub mod ldcache;
 pub mod ldcache_update;
-pub mod ldcache_write;
 pub mod logging;
 pub mod mount;
 pub mod mountinfo;

@@ -155,16 +155,17 @@ pub fn container_id() -> Option<&'static str> {
     CONTAINER.get().map(String::as_str)
 }
 
-/// Parses `off|error|warn|info|debug|trace` or Sarus's numbers (0 debug, 1 info, 2 warn, 3 error, 4 off).
+/// Parses `off|error|warn|info|debug|trace` or Sarus's numbers (0 debug, 1 info, 2 warn,
+/// 3 error, 4 off): [`hpc_facts::log_level::parse`], the one parser, as a tracing filter.
 pub fn parse_level(s: &str) -> Option<LevelFilter> {
-    Some(match s.trim().to_ascii_lowercase().as_str() {
-        "0" | "debug" => LevelFilter::DEBUG,
-        "1" | "info" => LevelFilter::INFO,
-        "2" | "warn" | "warning" => LevelFilter::WARN,
-        "3" | "error" => LevelFilter::ERROR,
-        "4" | "off" => LevelFilter::OFF,
-        "trace" => LevelFilter::TRACE,
-        _ => return None,
+    use hpc_facts::log_level::Level;
+    Some(match hpc_facts::log_level::parse(s)? {
+        Level::Off => LevelFilter::OFF,
+        Level::Error => LevelFilter::ERROR,
+        Level::Warn => LevelFilter::WARN,
+        Level::Info => LevelFilter::INFO,
+        Level::Debug => LevelFilter::DEBUG,
+        Level::Trace => LevelFilter::TRACE,
     })
 }
 

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use pathrs::error::ErrorKind;
 use pathrs::flags::OpenFlags;
-use pathrs::{Handle, InodeType, Root};
+use pathrs::{Handle, Root};
 
 /// Longest symlink chain followed when collecting names (the kernel allows 40).
 pub const MAX_LINK_CHAIN: usize = 40;
@@ -211,19 +211,6 @@ impl Rootfs {
             Err(e) => return Err(self.err(path, e)),
         }
         self.resolve(path)
-    }
-
-    /// Creates a symlink `path -> target` inside the root (no-op when an identical one exists).
-    pub fn symlink(&self, path: &Path, target: &Path) -> Result<(), RootfsError> {
-        if let Ok(existing) = self.root.readlink(path) {
-            if existing == target {
-                return Ok(());
-            }
-            self.root.remove_file(path).map_err(|e| self.err(path, e))?;
-        }
-        self.root
-            .create(path, &InodeType::Symlink(target.to_owned()))
-            .map_err(|e| self.err(path, e))
     }
 
     /// Writes a new file inside the root (must not exist).

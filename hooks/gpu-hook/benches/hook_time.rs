@@ -40,19 +40,19 @@ fn main() {
         let specs = scratch.subdir(&format!("specs{gpus}"));
         let nospecs = scratch.subdir(&format!("nospecs{gpus}"));
         // Spec file written by cdi-gen's library (same as `cdi-gen --output`).
-        let mut opts = cdi_gen::GenerateOptions {
+        let mut opts = gpu_discover::GenerateOptions {
             format: Some(cdi_specs::Format::Json),
-            roots: cdi_gen::Roots {
+            roots: gpu_discover::Roots {
                 driver_root: m.root.clone(),
                 dev_root: m.root.clone(),
                 sys_root: m.sys.clone(),
                 proc_root: m.proc.clone(),
             },
-            ..cdi_gen::GenerateOptions::default()
+            ..gpu_discover::GenerateOptions::default()
         };
-        opts.nvidia.mode = cdi_gen::nvidia::DiscoveryMode::Procfs;
+        opts.nvidia.mode = gpu_discover::nvidia::DiscoveryMode::Procfs;
         opts.nvidia.hooks.path = gpu_hook_bin().display().to_string();
-        let g = cdi_gen::generate(&opts, &mut Vec::new()).expect("generate");
+        let g = gpu_discover::generate(&opts, &mut Vec::new()).expect("generate");
         std::fs::write(specs.join("nvidia.json"), g.text).unwrap();
         for (source, dirs) in [("discover", &nospecs), ("spec", &specs), ("none", &nospecs)] {
             let mut hook_us = Vec::new();

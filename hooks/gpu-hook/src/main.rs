@@ -21,13 +21,13 @@ fn run(args: Cli) -> anyhow::Result<()> {
         None => {
             let hook_path = std::env::current_exe()
                 .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| cdi_gen::edits::DEFAULT_HOOK_PATH.to_string());
+                .unwrap_or_else(|_| gpu_discover::edits::DEFAULT_HOOK_PATH.to_string());
             let glibc = hooks_core::plan::glibc::split_paths(&args.glibc_libs);
             let opts = gpu_hook::InjectOptions {
                 resolve: ResolveOptions {
                     source: args.source,
                     spec_dirs: hooks_core::plan::glibc::split_paths(&args.spec_dirs),
-                    roots: cdi_gen::Roots {
+                    roots: gpu_discover::Roots {
                         dev_root: args.dev_root.unwrap_or_else(|| args.driver_root.clone()),
                         driver_root: args.driver_root,
                         sys_root: args.sysfs_root,
@@ -36,9 +36,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
                     nvml_lib: args.nvml_lib,
                     nvml_helper: args.cdi_gen,
                     discovery: match args.discovery {
-                        Discovery::Auto => cdi_gen::nvidia::DiscoveryMode::Auto,
-                        Discovery::Nvml => cdi_gen::nvidia::DiscoveryMode::Nvml,
-                        Discovery::Procfs => cdi_gen::nvidia::DiscoveryMode::Procfs,
+                        Discovery::Auto => gpu_discover::nvidia::DiscoveryMode::Auto,
+                        Discovery::Nvml => gpu_discover::nvidia::DiscoveryMode::Nvml,
+                        Discovery::Procfs => gpu_discover::nvidia::DiscoveryMode::Procfs,
                     },
                     hook_path,
                 },

@@ -1,16 +1,16 @@
 //! From requested CDI names to container edits: one model (`cdi_specs` container edits),
 //! two sources. Spec files (`/etc/cdi`, `/var/run/cdi`, engine priority rules) through the
-//! `cdi_specs` [`Registry`], or live discovery through `cdi_gen` (the same code that writes
+//! `cdi_specs` [`Registry`], or live discovery through `gpu_discover` (the same code that writes
 //! the specs, so both give the same edits). `auto` uses spec files for the kinds they
 //! define and discovers the others.
 
 use std::path::PathBuf;
 
-use cdi_gen::edits::{assemble, AssembleOptions, HookConfig};
-use cdi_gen::nvidia::{self, DiscoveryMode, NameStrategy, NvidiaOptions};
-use cdi_gen::Roots;
 use cdi_specs::types::{ContainerEdits, Spec};
 use cdi_specs::Registry;
+use gpu_discover::edits::{assemble, AssembleOptions, HookConfig};
+use gpu_discover::nvidia::{self, DiscoveryMode, NameStrategy, NvidiaOptions};
+use gpu_discover::Roots;
 
 use crate::cuda::Ver;
 use crate::request::{AMD_KIND, NVIDIA_KIND};
@@ -29,14 +29,14 @@ pub enum Source {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("NVIDIA GPU discovery failed: {0}")]
-    Nvidia(#[from] cdi_gen::nvidia::NvidiaError),
+    Nvidia(#[from] gpu_discover::nvidia::NvidiaError),
     #[error("AMD GPU discovery failed: {0}")]
-    Amd(#[from] cdi_gen::amd::AmdError),
+    Amd(#[from] gpu_discover::amd::AmdError),
     #[error("the discovered {kind} devices do not form a valid spec: {source}")]
     Assemble {
         kind: String,
         #[source]
-        source: cdi_gen::edits::AssembleError,
+        source: gpu_discover::edits::AssembleError,
     },
     #[error("{what}; available: {available}")]
     Unresolvable { what: String, available: String },
@@ -82,7 +82,7 @@ fn dirs_text(dirs: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Runs cdi_gen discovery for `kind`; returns the spec and driver facts.
+/// Runs gpu_discover discovery for `kind`; returns the spec and driver facts.
 pub fn discover(
     kind: &str,
     opts: &ResolveOptions,
@@ -122,7 +122,7 @@ pub fn discover(
         let spec = assemble(d.devices, d.global, &aopts).map_err(assemble_err)?;
         Ok((spec, driver, cuda))
     } else if kind == AMD_KIND {
-        let devs = cdi_gen::amd::discover(&opts.roots, &strategies, warnings)?;
+        let devs = gpu_discover::amd::discover(&opts.roots, &strategies, warnings)?;
         let spec = assemble(devs, ContainerEdits::default(), &aopts).map_err(assemble_err)?;
         Ok((spec, None, None))
     } else {

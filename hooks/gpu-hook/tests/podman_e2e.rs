@@ -52,21 +52,21 @@ impl Drop for Installed {
 
 /// A cdi-gen spec for `m` (procfs discovery, hooks pointing at this gpu-hook), as JSON.
 fn generate_spec(m: &FakeMachine, class: &str) -> String {
-    let mut opts = cdi_gen::GenerateOptions {
+    let mut opts = gpu_discover::GenerateOptions {
         class: class.to_string(),
         format: Some(cdi_specs::Format::Json),
-        roots: cdi_gen::Roots {
+        roots: gpu_discover::Roots {
             driver_root: m.root.clone(),
             dev_root: m.root.clone(),
             sys_root: m.sys.clone(),
             proc_root: m.proc.clone(),
         },
-        ..cdi_gen::GenerateOptions::default()
+        ..gpu_discover::GenerateOptions::default()
     };
-    opts.nvidia.mode = cdi_gen::nvidia::DiscoveryMode::Procfs;
+    opts.nvidia.mode = gpu_discover::nvidia::DiscoveryMode::Procfs;
     opts.nvidia.hooks.path = gpu_hook_bin().display().to_string();
     let mut warnings = Vec::new();
-    let g = cdi_gen::generate(&opts, &mut warnings).expect("cdi-gen generate");
+    let g = gpu_discover::generate(&opts, &mut warnings).expect("cdi-gen generate");
     g.text
 }
 

@@ -13,7 +13,7 @@ use cdi_specs::types::Mount;
 use super::mounts::bind_file;
 use super::sys::Sys;
 use super::EngineError;
-use crate::ldcache::{self, CacheEntry, CacheFormat, LdCache};
+use crate::ldcache::{CacheEntry, CacheFormat, LdCache};
 use crate::ldcache_write;
 use crate::mount::{self, BindFlags};
 use crate::rootfs::{stat_handle, Rootfs};

@@ -1,17 +1,23 @@
 //! NVIDIA facts through NVML (`nvml-wrapper`, which dlopens `libnvidia-ml.so.1` at run
 //! time, so cdi-gen starts on hosts without the driver). Only a handful of calls are made:
 //! init, driver/CUDA version, device count and handles, minor, UUID, name, PCI info, MIG
-//! mode and MIG device handles with their GPU/compute instance ids.
+//! mode and MIG device handles with their GPU/compute instance ids. The in-process calls
+//! need the cargo feature `nvml`; the library lookup and the error type are always here
+//! (the helper child, [`super::helper`], reports through them).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use hooks_core::ldcache::{CacheArch, LdCache};
+use hpc_facts::ldcache::{CacheArch, LdCache};
+#[cfg(feature = "nvml")]
 use nvml_wrapper::error::{nvml_try, NvmlError};
+#[cfg(feature = "nvml")]
 use nvml_wrapper::{Device, Nvml};
 use thiserror::Error;
 
-use super::facts::{cuda_version_string, normalize_bus_id, Gpu, GpuFacts, Mig, Source};
+use super::facts::GpuFacts;
+#[cfg(feature = "nvml")]
+use super::facts::{cuda_version_string, normalize_bus_id, Gpu, Mig, Source};
 use super::files::STANDARD_LIB_DIRS;
 use crate::roots::Roots;
 
@@ -30,6 +36,7 @@ pub enum NvmlBackendError {
         message: String,
     },
     /// `nvmlInit` failed.
+    #[cfg(feature = "nvml")]
     #[error("NVML ({lib}) failed to initialize: {source}")]
     Init {
         /// The library path or name.
@@ -38,6 +45,7 @@ pub enum NvmlBackendError {
         source: NvmlError,
     },
     /// A query failed.
+    #[cfg(feature = "nvml")]
     #[error("NVML call {call} failed{}: {source}", .gpu.map(|g| format!(" for GPU {g}")).unwrap_or_default())]
     Call {
         /// The NVML function.
@@ -54,6 +62,13 @@ pub enum NvmlBackendError {
         helper: String,
         /// Why.
         message: String,
+    },
+    /// This program was built without in-process NVML (the static hooks): NVML is only
+    /// reached through the helper.
+    #[error("cannot load {lib}: this program queries NVML only through the cdi-gen helper (nvml-facts); give its path (GPU_HOOK_CDI_GEN / --cdi-gen), or use procfs/sysfs discovery")]
+    NotBuiltIn {
+        /// The library path or name.
+        lib: String,
     },
     /// NVML returned a value cdi-gen cannot use.
     #[error("NVML returned {what}")]
@@ -83,7 +98,7 @@ pub fn library_path(
         } else {
             None
         };
-        let ours = |e: &&hooks_core::ldcache::CacheEntry| native.is_none_or(|a| e.arch() == a);
+        let ours = |e: &&hpc_facts::ldcache::CacheEntry| native.is_none_or(|a| e.arch() == a);
         for e in cache
             .entries
             .iter()
@@ -104,7 +119,17 @@ pub fn library_path(
     OsString::from(NVML_SONAME)
 }
 
+/// Loads and initializes NVML from `lib` and reads the GPU facts. Without the cargo
+/// feature `nvml`, always [`NvmlBackendError::NotBuiltIn`].
+#[cfg(not(feature = "nvml"))]
+pub fn discover(lib: &OsString) -> Result<GpuFacts, NvmlBackendError> {
+    Err(NvmlBackendError::NotBuiltIn {
+        lib: lib.to_string_lossy().into_owned(),
+    })
+}
+
 /// Loads and initializes NVML from `lib` and reads the GPU facts.
+#[cfg(feature = "nvml")]
 pub fn discover(lib: &OsString) -> Result<GpuFacts, NvmlBackendError> {
     let name = lib.to_string_lossy().into_owned();
     let nvml = Nvml::builder()
@@ -127,6 +152,7 @@ pub fn discover(lib: &OsString) -> Result<GpuFacts, NvmlBackendError> {
     read(&nvml)
 }
 
+#[cfg(feature = "nvml")]
 fn call<T>(
     call: &'static str,
     gpu: Option<u32>,
@@ -135,6 +161,7 @@ fn call<T>(
     r.map_err(|source| NvmlBackendError::Call { call, gpu, source })
 }
 
+#[cfg(feature = "nvml")]
 fn read(nvml: &Nvml) -> Result<GpuFacts, NvmlBackendError> {
     let driver_version = call(
         "nvmlSystemGetDriverVersion",
@@ -188,6 +215,7 @@ fn read(nvml: &Nvml) -> Result<GpuFacts, NvmlBackendError> {
     })
 }
 
+#[cfg(feature = "nvml")]
 fn migs(nvml: &Nvml, dev: &Device<'_>, index: u32) -> Result<Vec<Mig>, NvmlBackendError> {
     let g = Some(index);
     let max = call("nvmlDeviceGetMaxMigDeviceCount", g, dev.mig_device_count())?;
@@ -217,12 +245,14 @@ fn migs(nvml: &Nvml, dev: &Device<'_>, index: u32) -> Result<Vec<Mig>, NvmlBacke
     Ok(out)
 }
 
+#[cfg(feature = "nvml")]
 #[derive(Clone, Copy)]
 enum InstanceKind {
     Gpu,
     Compute,
 }
 
+#[cfg(feature = "nvml")]
 /// `nvmlDeviceGetGpuInstanceId` / `nvmlDeviceGetComputeInstanceId`, which nvml-wrapper
 /// does not wrap: called through the symbols it resolved.
 fn instance_id(
@@ -253,4 +283,21 @@ fn instance_id(
     let rc = unsafe { f(mig.handle(), &mut id) };
     call(name, Some(gpu), nvml_try(rc))?;
     Ok(id)
+}
+
+#[cfg(all(test, not(feature = "nvml")))]
+mod tests {
+    use super::*;
+
+    /// Without the feature, nothing is loaded in-process: the error says so and names the
+    /// way out (the helper, or procfs/sysfs).
+    #[test]
+    fn without_the_feature_nvml_is_refused_with_the_way_out() {
+        let e = discover(&OsString::from("/x/libnvidia-ml.so.1")).unwrap_err();
+        assert!(matches!(e, NvmlBackendError::NotBuiltIn { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "cannot load /x/libnvidia-ml.so.1: this program queries NVML only through the cdi-gen helper (nvml-facts); give its path (GPU_HOOK_CDI_GEN / --cdi-gen), or use procfs/sysfs discovery"
+        );
+    }
 }

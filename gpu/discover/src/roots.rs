@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Largest number of symlinks followed while resolving one path (as the kernel's 40).
 const MAX_SYMLINKS: usize = 40;
@@ -249,21 +249,6 @@ fn host_path(root: &Path, comps: &[Vec<u8>]) -> PathBuf {
         p.push(OsStr::from_bytes(c));
     }
     p
-}
-
-/// Normalizes a path lexically (no `.`/`..`/double slashes), for display and dedup.
-pub fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

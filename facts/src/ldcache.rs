@@ -109,18 +109,18 @@ pub enum CacheArch {
     Other(u16),
 }
 
-// ELF machines used by `CacheArch::matches_elf`.
-const EM_386: u16 = 3;
+// ELF machines used by `CacheArch::matches_elf` and `ldcache_write::cache_flags_for`.
+pub(crate) const EM_386: u16 = 3;
 const EM_MIPS: u16 = 8;
-const EM_PPC64: u16 = 21;
-const EM_S390: u16 = 22;
-const EM_ARM: u16 = 40;
+pub(crate) const EM_PPC64: u16 = 21;
+pub(crate) const EM_S390: u16 = 22;
+pub(crate) const EM_ARM: u16 = 40;
 const EM_SPARCV9: u16 = 43;
 const EM_IA_64: u16 = 50;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
-const EM_RISCV: u16 = 243;
-const EM_LOONGARCH: u16 = 258;
+pub(crate) const EM_X86_64: u16 = 62;
+pub(crate) const EM_AARCH64: u16 = 183;
+pub(crate) const EM_RISCV: u16 = 243;
+pub(crate) const EM_LOONGARCH: u16 = 258;
 
 impl CacheArch {
     /// Decodes `flags & 0xff00`.
@@ -185,24 +185,6 @@ impl CacheArch {
                 _ => false,
             },
         }
-    }
-
-    /// The cache architecture of a native library of this class and machine, as the
-    /// host's ldconfig would record it (`None` when it cannot be told from these two alone,
-    /// e.g. 32-bit ARM hard- vs soft-float).
-    pub fn for_elf(class: ElfClass, machine: u16) -> Option<Self> {
-        let is64 = class == ElfClass::Elf64;
-        Some(match (is64, machine) {
-            (true, EM_X86_64) => Self::X86_64,
-            (false, EM_X86_64) => Self::X32,
-            (false, EM_386) => Self::Generic32,
-            (true, EM_AARCH64) => Self::AArch64,
-            (true, EM_PPC64) => Self::Ppc64,
-            (true, EM_S390) => Self::S390x,
-            (true, EM_RISCV) => Self::RiscV64,
-            (true, EM_LOONGARCH) => Self::LoongArch64,
-            _ => return None,
-        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use hooks_core::ldcache::LdCache;
+use hpc_facts::ldcache::LdCache;
 use thiserror::Error;
 
 use crate::roots::Roots;
@@ -154,14 +154,12 @@ pub fn read_ldcache(roots: &Roots) -> Result<Option<LdCache>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
     };
-    hooks_core::ldcache::read_file(&file)
-        .map(Some)
-        .map_err(|e| {
-            format!(
-                "{}: cannot parse: {e}; run ldconfig in the driver root",
-                path.display()
-            )
-        })
+    hpc_facts::ldcache::read_file(&file).map(Some).map_err(|e| {
+        format!(
+            "{}: cannot parse: {e}; run ldconfig in the driver root",
+            path.display()
+        )
+    })
 }
 
 /// Candidate library directories, canonical and deduplicated, in search order.

@@ -205,7 +205,7 @@ pub fn discover(
 fn gpu_facts(
     roots: &Roots,
     opts: &NvidiaOptions,
-    cache: Option<&hooks_core::ldcache::LdCache>,
+    cache: Option<&hpc_facts::ldcache::LdCache>,
     warnings: &mut Vec<String>,
 ) -> Result<GpuFacts, NvidiaError> {
     let query = |lib: &std::ffi::OsString| match &opts.nvml_helper {

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use crate::elf::ElfClass;
-use crate::ldcache::{CacheEntry, LdCache};
+use crate::ldcache::{self, CacheArch, CacheEntry, LdCache};
 
 const MAGIC_NEW: &[u8] = b"glibc-ld.so.cache1.1";
 const HEADER_LEN: usize = 48;
@@ -93,23 +93,26 @@ pub fn entry_order(e1: &CacheEntry, e2: &CacheEntry, subdirs: &[String]) -> Orde
         .then(e2.osversion.cmp(&e1.osversion))
 }
 
-/// The cache `flags` ldconfig gives a 64/32-bit ELF shared object of this machine
-/// (type `ELF libc6` = 3 plus the architecture bits).
+/// The cache `flags` ldconfig gives a native 64/32-bit ELF shared object of this class and
+/// machine: type `ELF libc6` plus the [`CacheArch`] bits (32-bit ARM is taken as
+/// hard-float). `None` for a machine the hooks do not handle.
 pub fn cache_flags_for(class: ElfClass, machine: u16) -> Option<i32> {
-    const ELF_LIBC6: i32 = 0x0003;
+    use ldcache::{
+        EM_386, EM_AARCH64, EM_ARM, EM_LOONGARCH, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64,
+    };
     let arch = match (class, machine) {
-        (ElfClass::Elf64, 62) => 0x0300,  // x86-64
-        (ElfClass::Elf32, 62) => 0x0800,  // x32
-        (ElfClass::Elf32, 3) => 0x0000,   // i386
-        (ElfClass::Elf64, 183) => 0x0a00, // AArch64
-        (ElfClass::Elf32, 40) => 0x0900,  // ARM hard-float
-        (ElfClass::Elf64, 21) => 0x0500,  // ppc64
-        (ElfClass::Elf64, 22) => 0x0400,  // s390x
-        (ElfClass::Elf64, 243) => 0x1000, // RISC-V lp64d
-        (ElfClass::Elf64, 258) => 0x1200, // LoongArch lp64d
+        (ElfClass::Elf64, EM_X86_64) => CacheArch::X86_64,
+        (ElfClass::Elf32, EM_X86_64) => CacheArch::X32,
+        (ElfClass::Elf32, EM_386) => CacheArch::Generic32,
+        (ElfClass::Elf64, EM_AARCH64) => CacheArch::AArch64,
+        (ElfClass::Elf32, EM_ARM) => CacheArch::ArmHf,
+        (ElfClass::Elf64, EM_PPC64) => CacheArch::Ppc64,
+        (ElfClass::Elf64, EM_S390) => CacheArch::S390x,
+        (ElfClass::Elf64, EM_RISCV) => CacheArch::RiscV64,
+        (ElfClass::Elf64, EM_LOONGARCH) => CacheArch::LoongArch64,
         _ => return None,
     };
-    Some(ELF_LIBC6 | arch)
+    Some(ldcache::FLAG_ELF_LIBC6 | i32::from(arch.flag_bits()))
 }
 
 /// Serialises `cache` (its entries sorted first) in the new format, little endian, with the
@@ -308,6 +311,41 @@ mod tests {
         assert_eq!(cache_flags_for(ElfClass::Elf64, 62), Some(0x0303));
         assert_eq!(cache_flags_for(ElfClass::Elf64, 183), Some(0x0a03));
         assert_eq!(cache_flags_for(ElfClass::Elf32, 3), Some(0x0003));
+        assert_eq!(cache_flags_for(ElfClass::Elf32, 40), Some(0x0903));
+        assert_eq!(cache_flags_for(ElfClass::Elf64, 258), Some(0x1203));
         assert_eq!(cache_flags_for(ElfClass::Elf64, 9999), None);
+        assert_eq!(cache_flags_for(ElfClass::Elf64, 3), None);
+    }
+
+    /// An entry written with these flags is one the reader's architecture test accepts for
+    /// the same class and machine, and no other class.
+    #[test]
+    fn flags_for_round_trip_through_the_reader() {
+        for (class, machine) in [
+            (ElfClass::Elf64, 62),
+            (ElfClass::Elf32, 62),
+            (ElfClass::Elf32, 3),
+            (ElfClass::Elf64, 183),
+            (ElfClass::Elf32, 40),
+            (ElfClass::Elf64, 21),
+            (ElfClass::Elf64, 22),
+            (ElfClass::Elf64, 243),
+            (ElfClass::Elf64, 258),
+        ] {
+            let flags = cache_flags_for(class, machine).unwrap();
+            let arch = CacheArch::from_flags(flags);
+            assert!(
+                arch.matches_elf(class, machine),
+                "{class:?}/{machine}: {arch:?}"
+            );
+            let other = match class {
+                ElfClass::Elf64 => ElfClass::Elf32,
+                ElfClass::Elf32 => ElfClass::Elf64,
+            };
+            assert!(
+                !arch.matches_elf(other, machine),
+                "{class:?}/{machine}: {arch:?}"
+            );
+        }
     }
 }
