@@ -82,6 +82,32 @@ fn bad_device_names_are_usage_errors() {
     );
 }
 
+/// `--cdi-spec-dir` chooses specs whose hooks run as root: the real root's only.
+#[test]
+fn cdi_spec_dir_is_for_the_real_root() {
+    require_root();
+    use std::os::unix::process::CommandExt;
+    let rootfs = busybox_rootfs();
+    let (code, out, err) = run(hpc_rank([
+        "--cdi-spec-dir".as_ref(),
+        "/tmp".as_ref(),
+        "--device".as_ref(),
+        "nvidia.com/gpu=0".as_ref(),
+        rootfs.path().as_os_str(),
+        "/bin/true".as_ref(),
+    ])
+    .uid(65534)
+    .gid(65534));
+    assert_eq!(code, 125);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "hpc-rank: error: --cdi-spec-dir chooses what runs as root and is only accepted from \
+         the real root (real uid 0, not through sudo or a wrapper; caller: unprivileged user): \
+         leave it out, or ask the admin to set it in /etc/hpc-hooks/hpc-rank.conf\n"
+    );
+}
+
 #[test]
 fn podman_gets_the_devices_and_no_spec_dir() {
     require_root();
