@@ -42,8 +42,9 @@ Privileges:
   capabilities, sudo: SUDO_UID/SUDO_USER set) unless /etc/hpc-hooks/hpc-rank.conf
   (root-owned, not group/world-writable) names its parent process in allow_wrapper=PATH;
   through such a wrapper --bind, --annotation, --cleanup-* and --env HPC_HOOKS_*,
-  NVIDIA_*, CUDA_*, LD_* are refused. --runc, --podman, --hooks-dir, --scratch and the
-  HPC_RANK_PODMAN_*_OPTS variables are for the real root only. runc and podman are never
+  NVIDIA_*, CUDA_*, LD_* are refused. --runc, --podman, --hooks-dir, --scratch,
+  --cdi-spec-dir and the HPC_RANK_PODMAN_*_OPTS variables are for the real root only;
+  --device chooses among the devices of the admin's CDI specs. runc and podman are never
   looked up in PATH. Ranks' cgroups are created under hpc-rank's own cgroup (the job
   step's), in hpc-rank/<container id>.
 
@@ -78,6 +79,22 @@ pub struct Cli {
     /// the value KEY has in hpc-rank's environment (an error when KEY is not set there).
     #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
+    /// CDI device for the rank, VENDOR/CLASS=NAME (repeatable), e.g. nvidia.com/gpu=0 or
+    /// nvidia.com/gpu=all. runc: the device's container edits from the CDI specs (device
+    /// nodes with their cgroup rules, mounts, env, hooks) are added to config.json; podman:
+    /// passed as --device, podman resolves it from its own CDI spec directories.
+    #[arg(
+        long = "device",
+        value_name = "VENDOR/CLASS=NAME",
+        value_parser = crate::devices::parse_device
+    )]
+    pub devices: Vec<String>,
+    /// CDI spec directory read for --device in runc mode (repeatable, lowest priority
+    /// first; default: /etc/cdi then /var/run/cdi). Real root only. As root, each spec
+    /// directory, every directory above it and the specs used must be owned by root and
+    /// not group- or world-writable.
+    #[arg(long = "cdi-spec-dir", value_name = "DIR")]
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// Bind mount SRC[:DST[:ro|rw]] (repeatable; nosuid, nodev).
     #[arg(long = "bind", short = 'b', value_name = "SRC[:DST[:ro|rw]]")]
     pub binds: Vec<UserBind>,

@@ -29,6 +29,7 @@ fn given_options(m: &clap::ArgMatches) -> Vec<&'static str> {
         ("podman", "--podman"),
         ("hooks_dirs", "--hooks-dir"),
         ("scratch", "--scratch"),
+        ("cdi_spec_dirs", "--cdi-spec-dir"),
         ("binds", "--bind"),
         ("annotations", "--annotation"),
         ("cleanup_job", "--cleanup-job"),

@@ -24,6 +24,7 @@ pub const ROOT_ONLY: &[&str] = &[
     "--podman",
     "--hooks-dir",
     "--scratch",
+    "--cdi-spec-dir",
     "HPC_RANK_PODMAN_GLOBAL_OPTS",
     "HPC_RANK_PODMAN_RUN_OPTS",
 ];

@@ -16,6 +16,7 @@ use crate::hooksd;
 use crate::spec::{self, SpecInput};
 use hpc_rank::cgroup;
 use hpc_rank::cli::{Cli, RuntimeKind};
+use hpc_rank::devices;
 use hpc_rank::privilege::{self, Caller, Config, RankUser};
 
 const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
@@ -292,6 +293,18 @@ pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
     let host_env: BTreeMap<String, String> = std::env::vars().collect();
     let extra_env = spec::resolve_env(&a.env, &host_env)?;
     check_target(a.runtime, target)?;
+    // CDI devices are resolved (and their specs checked) before anything is started.
+    let registry = match a.runtime {
+        RuntimeKind::Podman if !a.cdi_spec_dirs.is_empty() => {
+            return Err(devices::DeviceError::SpecDirWithPodman.into())
+        }
+        RuntimeKind::Runc if !a.devices.is_empty() => Some(devices::load(
+            &devices::spec_dirs(&a.cdi_spec_dirs),
+            &a.devices,
+            nix::unistd::geteuid().is_root(),
+        )?),
+        _ => None,
+    };
     let runtime = match a.runtime {
         RuntimeKind::Runc => runc_bin(a, cfg)?,
         RuntimeKind::Podman => podman_bin(a, cfg)?,
@@ -313,7 +326,17 @@ pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
     }
     match a.runtime {
         RuntimeKind::Runc => launch_runc(
-            a, &runtime, &user, wrapped, target, &id, &ann, &host_env, &extra_env, pmi,
+            a,
+            &runtime,
+            &user,
+            wrapped,
+            target,
+            &id,
+            &ann,
+            &host_env,
+            &extra_env,
+            pmi,
+            registry.as_ref(),
         ),
         RuntimeKind::Podman => launch_podman(
             a, &runtime, &user, wrapped, target, &id, &ann, &host_env, &extra_env, pmi,
@@ -470,6 +493,7 @@ fn launch_runc(
     host_env: &BTreeMap<String, String>,
     extra_env: &[String],
     pmi: Option<RawFd>,
+    registry: Option<&cdi_specs::Registry>,
 ) -> Result<u8> {
     let lower = Path::new(target);
     let lower = lower.canonicalize().with_context(|| {
@@ -579,7 +603,7 @@ fn launch_runc(
     let env = spec::rank_env(host_env, extra_env, pmi.map(|_| CONTAINER_PMI_FD));
     let mut binds = a.binds.clone();
     binds.extend(pmix_binds(host_env, user, wrapped));
-    let cfg = spec::config_json(&SpecInput {
+    let mut cfg = spec::config_json(&SpecInput {
         rootfs: &merged,
         args: &a.command,
         env,
@@ -596,6 +620,10 @@ fn launch_runc(
         // in every hierarchy, so the step's limits apply to the rank.
         cgroups_path: cgroup::runc_cgroups_path(id),
     });
+    if let Some(registry) = registry {
+        devices::apply(&mut cfg, registry, &a.devices)?;
+        tracing::debug!("CDI devices added to config.json: {}", a.devices.join(", "));
+    }
     std::fs::write(
         bundle.join("config.json"),
         serde_json::to_vec_pretty(&cfg).expect("serialise config.json"),
@@ -743,6 +771,9 @@ fn launch_podman(
         let mode = if b.readonly { "ro" } else { "rw" };
         cmd.arg("--volume")
             .arg(format!("{}:{}:{mode}", b.src.display(), b.dst));
+    }
+    for d in &a.devices {
+        cmd.arg("--device").arg(d);
     }
     if let Ok(extra) = std::env::var("HPC_RANK_PODMAN_RUN_OPTS") {
         cmd.args(extra.split_whitespace());

@@ -282,6 +282,48 @@ mod tests {
         assert_eq!(hosts_file(h, "n1"), h);
     }
 
+    /// `--device` goes through the OCI model (cdi-specs' config.json engine): the
+    /// config.json hpc-rank writes must come back from it unchanged (capability sets are
+    /// sets there, so their order is not kept).
+    #[test]
+    fn config_json_survives_the_oci_model() {
+        let sort_caps = |v: &mut Value| {
+            for set in ["bounding", "effective", "permitted"] {
+                let caps = v["process"]["capabilities"][set].as_array_mut().unwrap();
+                caps.sort_by_key(|c| c.as_str().unwrap_or("").to_string());
+            }
+        };
+        let binds = vec!["/scratch:/data:ro".parse::<UserBind>().unwrap()];
+        let ann = BTreeMap::from([("com.hooks.mpi.enabled".to_string(), "true".to_string())]);
+        let hooks = vec![StagedHook {
+            stage: "createRuntime".into(),
+            file: "/etc/containers/oci/hooks.d/mpi.json".into(),
+            hook: json!({"path": "/usr/libexec/hpc-hooks/mpi-hook", "args": ["mpi-hook"],
+                         "env": ["A=1"], "timeout": 30}),
+        }];
+        let args = vec!["/bin/true".to_string()];
+        let mut cfg = config_json(&SpecInput {
+            rootfs: Path::new("/run/hpc-rank/rootfs"),
+            args: &args,
+            env: vec!["PATH=/bin".into(), "PMI_FD=3".into()],
+            cwd: "/",
+            uid: 0,
+            gid: 0,
+            groups: vec![0, 10],
+            hosts_file: Path::new("/run/hpc-rank/hosts"),
+            resolv_conf: Some(Path::new("/etc/resolv.conf")),
+            binds: &binds,
+            annotations: &ann,
+            hooks: &hooks,
+            cgroups_path: "hpc-rank/hpcrank-1.0-0-1".into(),
+        });
+        let oci: oci_spec::runtime::Spec = serde_json::from_value(cfg.clone()).unwrap();
+        let mut back = serde_json::to_value(&oci).unwrap();
+        sort_caps(&mut cfg);
+        sort_caps(&mut back);
+        assert_eq!(back, cfg);
+    }
+
     #[test]
     fn parses_binds() {
         let b: UserBind = "/scratch:/data:ro".parse().unwrap();

@@ -278,6 +278,7 @@ fn host_choosing_options_are_root_only() {
         ),
         (vec!["--hooks-dir", &hooks], None, "--hooks-dir"),
         (vec!["--scratch", "/var/tmp"], None, "--scratch"),
+        (vec!["--cdi-spec-dir", &hooks], None, "--cdi-spec-dir"),
         (vec![], Some(("HPC_RANK_RUNC", &runc)), "--runc"),
         (vec![], Some(("HPC_RANK_HOOKS_DIR", &hooks)), "--hooks-dir"),
         (
