@@ -9,8 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use support::machine::{NVIDIA_MAJOR, UVM_MAJOR};
 use support::*;
+use test_support::{NVIDIA_MAJOR, UVM_MAJOR};
 
 /// A runc stand-in: `run --bundle B` copies B/config.json to `out`; every call is
 /// appended to `calls`.

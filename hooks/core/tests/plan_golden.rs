@@ -229,7 +229,11 @@ fn glibc_need_read_from_the_mount_table() {
     // data, so a fixture entry stands for a bind of the host MPI over the image's.
     let f = fixture();
     let lib = f.rootfs.join("usr/lib").join(TRIPLET);
-    std::fs::copy(f.host.join("libmpich.so.12.2.2"), lib.join("libmpich.so.12.1.10")).unwrap();
+    std::fs::copy(
+        f.host.join("libmpich.so.12.2.2"),
+        lib.join("libmpich.so.12.1.10"),
+    )
+    .unwrap();
     let rootfs = Rootfs::open(&f.rootfs).unwrap();
     let mounts = [MountEntry {
         id: 1,
@@ -260,8 +264,11 @@ fn image_without_mpi_is_refused_with_the_way_out() {
     let rootfs = Rootfs::open(&f.rootfs).unwrap();
     let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
     assert!(
-        e.to_string().starts_with("the image has no usable /etc/ld.so.cache ("),
+        e.to_string()
+            .starts_with("the image has no usable /etc/ld.so.cache ("),
         "{e}"
     );
-    assert!(e.to_string().ends_with("add `RUN ldconfig` at the end of the image build"));
+    assert!(e
+        .to_string()
+        .ends_with("add `RUN ldconfig` at the end of the image build"));
 }

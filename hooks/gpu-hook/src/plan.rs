@@ -104,10 +104,7 @@ fn with_values(h: &Hook, subcommand: &str, flag: &str, values: &[String]) -> Hoo
         args.push(flag.to_string());
         args.push(v.clone());
     }
-    Hook {
-        args,
-        ..h.clone()
-    }
+    Hook { args, ..h.clone() }
 }
 
 /// A gpu-hook `createContainer` hook running `subcommand` with `flag value` pairs.
@@ -192,7 +189,9 @@ pub fn plan(
             compat: compat.clone(),
         };
         cuda::check_requirement(constraint, &host)?;
-        log.push(format!("NVIDIA_REQUIRE_CUDA={constraint} satisfied ({host:?})"));
+        log.push(format!(
+            "NVIDIA_REQUIRE_CUDA={constraint} satisfied ({host:?})"
+        ));
     }
     // The loader cache: the spec's update-ldcache folders, else the mounted libraries'
     // directories; the compat directory (which the engine puts first) when it wins.
@@ -233,8 +232,12 @@ pub fn plan(
         ..Plan::default()
     };
     if !pending.is_empty() {
-        let (gplan, glog) =
-            plan_glibc(view, &pending, opts.glibc_action, opts.glibc_libs.as_deref())?;
+        let (gplan, glog) = plan_glibc(
+            view,
+            &pending,
+            opts.glibc_action,
+            opts.glibc_libs.as_deref(),
+        )?;
         log.extend(glog);
         plan.append(&gplan);
     }

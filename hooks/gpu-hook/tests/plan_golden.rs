@@ -39,7 +39,10 @@ struct Fixture {
 /// hooks nvidia-ctk writes, and a Debian-like image (glibc 2.31) whose CUDA compat
 /// directory has libcuda 560.28.03.
 fn fixture() -> Fixture {
-    let tmp = tempfile::Builder::new().prefix("gpu-plan").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("gpu-plan")
+        .tempdir()
+        .unwrap();
     let driver = tmp.path().join("driver");
     let specs = tmp.path().join("cdi");
     let rootfs = tmp.path().join("rootfs");
@@ -48,9 +51,23 @@ fn fixture() -> Fixture {
     for d in [&lib, &specs, &src, &rootfs.join("usr/local/cuda/compat")] {
         std::fs::create_dir_all(d).unwrap();
     }
-    cc(&src, &lib.join("libcuda.so.550.54.15"), "libcuda.so.1", "int cuInit(unsigned f) { return (int)f; }\n");
-    cc(&src, &lib.join("libEGL_nvidia.so.550.54.15"), "libEGL_nvidia.so.0", "int egl(void) { return 0; }\n");
-    std::fs::write(rootfs.join("usr/local/cuda/compat/libcuda.so.560.28.03"), b"compat").unwrap();
+    cc(
+        &src,
+        &lib.join("libcuda.so.550.54.15"),
+        "libcuda.so.1",
+        "int cuInit(unsigned f) { return (int)f; }\n",
+    );
+    cc(
+        &src,
+        &lib.join("libEGL_nvidia.so.550.54.15"),
+        "libEGL_nvidia.so.0",
+        "int egl(void) { return 0; }\n",
+    );
+    std::fs::write(
+        rootfs.join("usr/local/cuda/compat/libcuda.so.560.28.03"),
+        b"compat",
+    )
+    .unwrap();
     let ilib = rootfs.join("usr/lib/x86_64-linux-gnu");
     std::fs::create_dir_all(&ilib).unwrap();
     let banner = "const char b[] = \"GNU C Library (Debian GLIBC 2.31-13) stable release version 2.31.\\n\";\n";
@@ -69,6 +86,13 @@ devices:
       major: 195
       minor: 0
       permissions: rw
+- name: all
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+      type: c
+      major: 195
+      minor: 0
 containerEdits:
   deviceNodes:
   - path: /dev/nvidiactl
@@ -178,7 +202,13 @@ fn compute_request_with_newer_compat_libraries() {
             == "CUDA compat: the image's /usr/local/cuda/compat/libcuda.so.560.28.3 is newer than the host driver 550.54.15; it takes precedence"),
         "{log:#?}"
     );
-    assert!(log.iter().any(|l| l == "1 driver files or links left out by NVIDIA_DRIVER_CAPABILITIES" || l.starts_with("2 driver files")), "{log:#?}");
+    assert!(
+        log.iter().any(
+            |l| l == "1 driver files or links left out by NVIDIA_DRIVER_CAPABILITIES"
+                || l.starts_with("2 driver files")
+        ),
+        "{log:#?}"
+    );
 }
 
 #[test]
@@ -186,7 +216,10 @@ fn graphics_request_keeps_the_egl_library() {
     let f = fixture();
     let (yaml, _) = plan_for(
         &f,
-        &["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"],
+        &[
+            "NVIDIA_VISIBLE_DEVICES=all",
+            "NVIDIA_DRIVER_CAPABILITIES=all",
+        ],
     );
     check_golden("all-caps", include_str!("golden/all-caps.yaml"), &yaml);
 }

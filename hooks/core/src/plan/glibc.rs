@@ -64,7 +64,7 @@ pub enum GlibcError {
     HostLib(#[from] hostlib::HostLibError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
-    }
+}
 
 /// What to do when the container's glibc is too old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

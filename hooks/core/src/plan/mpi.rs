@@ -254,7 +254,9 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
 pub enum BindKind {
     File,
     /// A directory, with the device nodes directly in it (granted in the device cgroup).
-    Dir { devices: Vec<DeviceNode> },
+    Dir {
+        devices: Vec<DeviceNode>,
+    },
     Device(DeviceNode),
 }
 
@@ -318,7 +320,6 @@ impl HostBind {
         }
     }
 }
-
 
 /// Classifies a `BIND_MOUNTS` entry.
 pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
