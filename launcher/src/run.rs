@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::hooksd;
 use crate::spec::{self, SpecInput};
+use hooks_core::mount;
 use hpc_rank::cgroup;
 use hpc_rank::cli::{Cli, RuntimeKind};
 use hpc_rank::devices;
@@ -462,22 +462,10 @@ fn mount_private_scratch(scratch: &Path) -> Result<PathBuf> {
          root, use --runtime podman (rootless), or ask the admin for a wrapper allowed in \
          /etc/hpc-hooks/hpc-rank.conf (setuid, sudo and file capabilities are refused)",
     )?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .context("cannot make / a slave mount in the rank's mount namespace")?;
-    mount(
-        Some("hpc-rank"),
-        scratch,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0700"),
-    )
-    .with_context(|| format!("cannot mount the rank's tmpfs on {}", scratch.display()))?;
+    mount::make_rslave(Path::new("/"))
+        .context("cannot make / a slave mount in the rank's mount namespace")?;
+    mount::mount_tmpfs_at(scratch, "hpc-rank", "mode=0700")
+        .with_context(|| format!("cannot mount the rank's tmpfs on {}", scratch.display()))?;
     Ok(scratch.to_path_buf())
 }
 
@@ -554,32 +542,13 @@ fn launch_runc(
         Some(f) => {
             let at = base.join("lower");
             std::fs::create_dir_all(&at).with_context(|| format!("mkdir {}", at.display()))?;
-            mount(
-                Some(format!("/proc/self/fd/{}", f.as_raw_fd()).as_str()),
-                &at,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .with_context(|| format!("cannot bind the rootfs {}", lower.display()))?;
+            mount::bind_fd_at(f.as_fd(), &at)
+                .with_context(|| format!("cannot bind the rootfs {}", lower.display()))?;
             at
         }
         None => lower.clone(),
     };
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower_opt.display(),
-        upper.display(),
-        work.display()
-    );
-    mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .with_context(|| {
+    mount::mount_overlay(&lower_opt, &upper, &work, &merged).with_context(|| {
         format!(
             "cannot mount an overlay of {} (the rootfs is shared by all ranks and never written)",
             lower.display()
@@ -646,7 +615,7 @@ fn launch_runc(
     // kills what is left in its cgroup and removes runc's state.
     quiet(Command::new(runc).args(["delete", "-f", id]));
     reap_rest(Duration::from_secs(2));
-    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    let _ = mount::unmount_path(&merged, true);
     Ok(code)
 }
 

@@ -2,10 +2,13 @@
 //! resolved inside the rootfs, so no path string is re-resolved between check and mount.
 //!
 //! Uses the new mount API (open_tree, mount_setattr, move_mount; Linux >= 5.12) and falls
-//! back to bind + remount through `/proc/self/fd` on older kernels.
+//! back to bind + remount through `/proc/self/fd` on older kernels. The path-based
+//! functions at the end serve a launcher (hpc-rank) that sets up its own private mount
+//! namespace: the workspace's mount syscalls all live in this crate.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -18,6 +21,22 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    /// A path-based mount call failed: names the call, the path and the way out.
+    #[error("cannot {op} {}: {source}; {hint}", path.display())]
+    AtPath {
+        op: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An overlay directory that overlayfs' comma/colon-separated options cannot express.
+    #[error(
+        "overlay {role} {} contains ',', ':' or '\\', which overlayfs options cannot \
+         express; use a path without them",
+        path.display()
+    )]
+    OverlayPath { role: &'static str, path: PathBuf },
 }
 
 /// Per-mount flags applied to a bind mount.
@@ -319,3 +338,208 @@ pub fn fs_magic(fd: BorrowedFd<'_>) -> std::io::Result<i64> {
 }
 
 pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// The way out printed when a namespace-level mount call is refused.
+const NEEDS_ADMIN: &str = "it needs CAP_SYS_ADMIN over the mount namespace (run as the real \
+                           root, in a mount namespace of its own) and an existing directory";
+
+fn at_path(op: &'static str, path: &Path, hint: &'static str, e: nix::Error) -> MountError {
+    MountError::AtPath {
+        op,
+        path: path.to_path_buf(),
+        hint,
+        source: e.into(),
+    }
+}
+
+/// Makes the mount at `path` and every mount below it slaves (`MS_REC | MS_SLAVE`): the
+/// host's mounts still propagate in, nothing mounted here propagates out. Call it right
+/// after `unshare(CLONE_NEWNS)`, on `/`.
+pub fn make_rslave(path: &Path) -> Result<(), MountError> {
+    nix::mount::mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| at_path("make a slave mount of", path, NEEDS_ADMIN, e))
+}
+
+/// Mounts a fresh tmpfs named `source` on the directory `target` with `nosuid,nodev` and
+/// the tmpfs `options` (e.g. `mode=0700`).
+pub fn mount_tmpfs_at(target: &Path, source: &str, options: &str) -> Result<(), MountError> {
+    nix::mount::mount(
+        Some(source),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options),
+    )
+    .map_err(|e| at_path("mount a tmpfs on", target, NEEDS_ADMIN, e))
+}
+
+/// Bind-mounts (not recursively, flags unchanged) the file or directory `source` refers to
+/// onto `target`, through `/proc/self/fd`: what is bound is what the descriptor was opened
+/// on, even if its path was swapped since.
+pub fn bind_fd_at(source: BorrowedFd<'_>, target: &Path) -> Result<(), MountError> {
+    let src = fd_path(source);
+    nix::mount::mount(
+        Some(src.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| at_path("bind-mount onto", target, NEEDS_ADMIN, e))
+}
+
+/// The `lowerdir=..,upperdir=..,workdir=..` options of an overlay, or the directory that
+/// overlayfs' option syntax cannot express.
+pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> Result<String, MountError> {
+    for (role, p) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
+        if p.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(MountError::OverlayPath {
+                role,
+                path: p.to_path_buf(),
+            });
+        }
+    }
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    ))
+}
+
+/// Mounts an overlay of the read-only `lower` directory on `target`; writes go to `upper`
+/// (with overlayfs' scratch `work`, on the same filesystem as `upper`).
+pub fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), MountError> {
+    let opts = overlay_options(lower, upper, work)?;
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| {
+        at_path(
+            "mount an overlay on",
+            target,
+            "it needs CAP_SYS_ADMIN over the mount namespace, a kernel with overlayfs, \
+             and upper and work directories on one filesystem that is not itself an overlay",
+            e,
+        )
+    })
+}
+
+/// Unmounts the mount at `path`; `detach` makes it lazy (`MNT_DETACH`): gone from the
+/// namespace now, freed when no longer busy.
+pub fn unmount_path(path: &Path, detach: bool) -> Result<(), MountError> {
+    let flags = if detach {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    nix::mount::umount2(path, flags).map_err(|e| {
+        at_path(
+            "unmount",
+            path,
+            "it must be a mount point of this mount namespace and the caller needs \
+             CAP_SYS_ADMIN over it",
+            e,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_name_the_three_directories() {
+        let o = overlay_options(
+            Path::new("/srv/rootfs"),
+            Path::new("/s/upper"),
+            Path::new("/s/work"),
+        )
+        .unwrap();
+        assert_eq!(o, "lowerdir=/srv/rootfs,upperdir=/s/upper,workdir=/s/work");
+    }
+
+    #[test]
+    fn an_overlay_path_with_a_separator_is_refused_before_any_mount() {
+        for (lower, upper, role, bad) in [
+            ("/srv/a,b", "/s/upper", "lowerdir", "/srv/a,b"),
+            ("/srv/a", "/s/up:per", "upperdir", "/s/up:per"),
+            ("/srv/a", "/s/up\\per", "upperdir", "/s/up\\per"),
+        ] {
+            let e = mount_overlay(
+                Path::new(lower),
+                Path::new(upper),
+                Path::new("/s/work"),
+                Path::new("/nonexistent-hpc-hooks-target"),
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "overlay {role} {bad} contains ',', ':' or '\\', which overlayfs options \
+                     cannot express; use a path without them"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_tmpfs_mount_names_the_path_and_the_way_out() {
+        // A missing directory: refused (ENOENT as root, EPERM otherwise), never mounted.
+        let p = Path::new("/nonexistent-hpc-hooks-dir/scratch");
+        let e = mount_tmpfs_at(p, "hpc-rank", "mode=0700").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot mount a tmpfs on /nonexistent-hpc-hooks-dir/scratch: "),
+            "{text}"
+        );
+        assert!(text.ends_with(NEEDS_ADMIN), "{text}");
+        let MountError::AtPath { source, .. } = e else {
+            panic!("not an AtPath error: {e:?}")
+        };
+        assert!(
+            matches!(source.raw_os_error(), Some(libc::ENOENT | libc::EPERM)),
+            "{source}"
+        );
+    }
+
+    #[test]
+    fn unmounting_a_directory_that_is_no_mount_point_fails_and_names_it() {
+        let d = std::env::temp_dir().join(format!("hpc-hooks-unmount-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let r = unmount_path(&d, true);
+        let _ = std::fs::remove_dir(&d);
+        let text = r.unwrap_err().to_string();
+        assert!(
+            text.starts_with(&format!("cannot unmount {}: ", d.display())),
+            "{text}"
+        );
+        assert!(text.contains("must be a mount point"), "{text}");
+    }
+
+    #[test]
+    fn make_rslave_of_a_missing_path_fails_and_names_it() {
+        let text = make_rslave(Path::new("/nonexistent-hpc-hooks-dir"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with("cannot make a slave mount of /nonexistent-hpc-hooks-dir: "),
+            "{text}"
+        );
+    }
+}
