@@ -108,10 +108,9 @@ fn fixture() -> Fixture {
 
 /// The plan as YAML with the fixture's host directory written `$HOST`.
 fn yaml(plan: &Plan, f: &Fixture) -> String {
-    plan.to_yaml()
-        .unwrap()
-        .replace(&f.host.display().to_string(), "$HOST")
+    test_support::plan_yaml(plan, &f.host, "$HOST")
 }
+
 fn check_golden(name: &str, expected: &str, got: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     test_support::check_golden(&dir, name, expected, got);

@@ -148,11 +148,7 @@ fn plan_for(f: &Fixture, env: &[&str]) -> (String, Vec<String>) {
         },
     )
     .unwrap();
-    let yaml = p
-        .plan
-        .to_yaml()
-        .unwrap()
-        .replace(&f.driver.display().to_string(), "$DRIVER");
+    let yaml = test_support::plan_yaml(&p.plan, &f.driver, "$DRIVER");
     (yaml, p.log)
 }
 

@@ -15,7 +15,7 @@ pub use container::{
     hook_under_test, out_log, parse_stat, DLOPEN_PROG, LIST_NODES, WHICH_PROG,
 };
 pub use e2e_tests::gcc_shared;
-pub use golden::check_golden;
+pub use golden::{check_golden, plan_yaml};
 pub use machine::{
     build_machine, mig_minor, mig_minors_text, FakeMachine, GpuSpec, MachineSpec, MigSpec,
     CAPS_MAJOR, DRIVER, KFD_MAJOR, NVIDIA_MAJOR, UVM_MAJOR,
