@@ -4,7 +4,6 @@
 //! All or nothing: on any error the spec is left as it was.
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use oci_spec::runtime::{
@@ -15,7 +14,7 @@ use thiserror::Error;
 
 use crate::compose::{clean_path, compose, merge_env, mount_depth, ComposeError, Composed};
 use crate::registry::{Registry, RegistryError};
-use crate::types::{ContainerEdits, DeviceNode, Hook, IntelRdt, Mount};
+use crate::types::{ContainerEdits, DeviceNode, Hook, HostNode, IntelRdt, Mount};
 
 /// Errors applying devices to an OCI spec. Nothing is applied when one is returned.
 #[derive(Debug, Error)]
@@ -317,12 +316,7 @@ fn node_to_oci(n: &DeviceNode) -> LinuxDevice {
     d
 }
 
-/// Linux `dev_t` decoding (glibc's `gnu_dev_major`/`gnu_dev_minor`).
-pub fn dev_major_minor(rdev: u64) -> (i64, i64) {
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    (major as i64, minor as i64)
-}
+pub use crate::types::dev_major_minor;
 
 /// Engine rule: hostPath defaults to path; when type is missing, or major is missing (or
 /// 0) for a non-FIFO, type/major/minor (and fileMode when absent) come from
@@ -349,20 +343,14 @@ fn fill_missing_info(n: &mut DeviceNode, label: &str) -> Result<(), ApplyError> 
         host_path: host_path.clone(),
         error,
     })?;
-    let ft = meta.file_type();
-    let actual = if ft.is_block_device() {
-        "b"
-    } else if ft.is_char_device() {
-        "c"
-    } else if ft.is_fifo() {
-        "p"
-    } else {
+    let Some(host) = HostNode::from_metadata(&meta) else {
         return Err(ApplyError::NotADevice {
             source_label: label.to_string(),
             path: n.path.clone(),
             host_path,
         });
     };
+    let actual = host.typ;
     if n.typ.is_empty() {
         n.typ = actual.to_string();
     } else if n.typ != actual {
@@ -375,12 +363,11 @@ fn fill_missing_info(n: &mut DeviceNode, label: &str) -> Result<(), ApplyError> 
         });
     }
     if n.file_mode.is_none() {
-        n.file_mode = Some(meta.mode() & 0o777);
+        n.file_mode = Some(host.mode & 0o777);
     }
     if n.typ != "p" && n.major.unwrap_or(0) == 0 {
-        let (major, minor) = dev_major_minor(meta.rdev());
-        n.major = Some(major);
-        n.minor = Some(minor);
+        n.major = Some(host.major);
+        n.minor = Some(host.minor);
     }
     Ok(())
 }

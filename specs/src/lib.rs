@@ -31,7 +31,9 @@ pub use names::{parse_qualified_name, NameError, QualifiedName};
 pub use parse::{Format, ParseError};
 pub use plan::{DeviceRule, Library, Plan, Replace};
 pub use registry::{Registry, RegistryError};
-pub use types::{ContainerEdits, Device, DeviceNode, Hook, IntelRdt, Mount, NetDevice, Spec};
+pub use types::{
+    ContainerEdits, Device, DeviceNode, Hook, HostNode, IntelRdt, Mount, NetDevice, Spec,
+};
 pub use validate::{validate, ValidateError};
 pub use version::{minimum_version, Version, VersionError};
 pub use write::{write_atomic, write_spec, WriteError};

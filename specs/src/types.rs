@@ -299,3 +299,59 @@ where
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+/// What a host device node is, read from its metadata (an `fstat` of the handle the caller
+/// opened): the one place type letters, numbers and mode come from for every engine and
+/// for cdi-gen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostNode {
+    /// `c`, `b` or `p`.
+    pub typ: &'static str,
+    /// Major number (0 for a FIFO).
+    pub major: i64,
+    /// Minor number (0 for a FIFO).
+    pub minor: i64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+impl HostNode {
+    /// The node `md` describes, or `None` when it is not a character or block device or
+    /// a FIFO.
+    pub fn from_metadata(md: &std::fs::Metadata) -> Option<HostNode> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = md.file_type();
+        let typ = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else if ft.is_fifo() {
+            "p"
+        } else {
+            return None;
+        };
+        let (major, minor) = if typ == "p" {
+            (0, 0)
+        } else {
+            dev_major_minor(md.rdev())
+        };
+        Some(HostNode {
+            typ,
+            major,
+            minor,
+            mode: md.mode() & 0o7777,
+        })
+    }
+
+    /// True for a character or block device (what a cgroup rule can name).
+    pub fn is_device(&self) -> bool {
+        self.typ != "p"
+    }
+}
+
+/// Linux `dev_t` decoding (glibc's `gnu_dev_major`/`gnu_dev_minor`).
+pub fn dev_major_minor(rdev: u64) -> (i64, i64) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major as i64, minor as i64)
+}

@@ -3,7 +3,6 @@
 //! named devices into a spec (the `all` device, deterministic order, minimum version).
 
 use std::collections::HashSet;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use cdi_specs::types::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 use cdi_specs::version::{minimum_version, Version};
@@ -137,11 +136,12 @@ pub fn device_node(roots: &Roots, fact: &NodeFact) -> NodeLookup {
         minor: Some(i64::from(minor)),
         ..DeviceNode::default()
     };
-    match std::fs::metadata(&host) {
-        Ok(m) if m.file_type().is_char_device() => {
-            let rdev = m.rdev();
-            NodeLookup::Present(make(libc::major(rdev), libc::minor(rdev)))
-        }
+    let host_node = std::fs::metadata(&host)
+        .ok()
+        .as_ref()
+        .and_then(cdi_specs::HostNode::from_metadata);
+    match host_node {
+        Some(h) if h.typ == "c" => NodeLookup::Present(make(h.major as u32, h.minor as u32)),
         _ => match fact.major {
             Some(major) => NodeLookup::FromFacts(make(major, fact.minor)),
             None => NodeLookup::Missing,

@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::mountinfo::MountEntry;
@@ -69,20 +68,25 @@ pub fn host_device(path: &Path) -> Result<Option<DeviceNode>, DeviceError> {
         path: path.to_owned(),
         source,
     })?;
-    let ft = md.file_type();
-    let dev_type = if ft.is_char_device() {
-        DevType::Char
-    } else if ft.is_block_device() {
-        DevType::Block
-    } else {
-        return Ok(None);
-    };
-    let rdev = md.rdev();
-    Ok(Some(DeviceNode {
-        dev_type,
-        major: libc::major(rdev) as u64,
-        minor: libc::minor(rdev) as u64,
-    }))
+    Ok(DeviceNode::from_metadata(&md))
+}
+
+impl DeviceNode {
+    /// The character or block device `md` describes (from `cdi_specs::HostNode`, the one
+    /// reader of host node facts), or `None` for anything else.
+    pub fn from_metadata(md: &std::fs::Metadata) -> Option<DeviceNode> {
+        let h = cdi_specs::HostNode::from_metadata(md)?;
+        let dev_type = match h.typ {
+            "c" => DevType::Char,
+            "b" => DevType::Block,
+            _ => return None,
+        };
+        Some(DeviceNode {
+            dev_type,
+            major: h.major as u64,
+            minor: h.minor as u64,
+        })
+    }
 }
 
 /// Where the container's cgroup is, as seen from the hook.

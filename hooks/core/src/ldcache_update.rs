@@ -25,7 +25,7 @@ pub enum LdCacheUpdateError {
 }
 
 /// True for names ldconfig considers: `lib*.so` and `lib*.so.*`, and `ld-*.so*`.
-fn is_library_name(name: &str) -> bool {
+pub fn is_library_name(name: &str) -> bool {
     (name.starts_with("lib") || name.starts_with("ld-"))
         && (name.ends_with(".so") || name.contains(".so."))
 }

@@ -5,7 +5,6 @@
 //! versions, symlink chains as Debian ships them, and an ld.so.cache written natively.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cdi_specs::Plan;
 use hooks_core::abi::CompatType;
@@ -16,33 +15,20 @@ use hooks_core::plan::glibc::{plan_glibc, GlibcAction};
 use hooks_core::plan::mpi::{plan_mpi, MpiConfig};
 use hooks_core::plan::View;
 use hooks_core::rootfs::Rootfs;
+use test_support::gcc_shared;
 
 const TRIPLET: &str = "x86_64-linux-gnu";
-
-/// Builds a shared object `out` with SONAME `soname` from C source `src`.
-fn cc(dir: &Path, out: &Path, soname: &str, src: &str) {
-    let c = dir.join(format!("{soname}.c"));
-    std::fs::write(&c, src).unwrap();
-    let st = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(out)
-        .arg(format!("-Wl,-soname,{soname}"))
-        .arg(&c)
-        .status()
-        .expect("gcc is needed to build the fixture libraries (apt-get install gcc libc6-dev)");
-    assert!(st.success(), "gcc failed for {}", out.display());
-}
 
 fn link(target: &str, at: &Path) {
     std::os::unix::fs::symlink(target, at).unwrap();
 }
 
 /// A libc.so.6 stand-in whose banner names `version` (the planner reads `.rodata`).
-fn fake_libc(dir: &Path, out: &Path, version: &str) {
+fn fake_libc(out: &Path, version: &str) {
     let src = format!(
         "const char __libc_banner[] = \"GNU C Library (Debian GLIBC {version}-1) stable release version {version}.\\n\";\nconst char *libc_banner(void) {{ return __libc_banner; }}\n"
     );
-    cc(dir, out, "libc.so.6", &src);
+    gcc_shared(&src, out, "libc.so.6");
 }
 
 /// The two trees: a host with MPICH 4 (needs GLIBC_2.34 through pthread_create), libfabric
@@ -65,21 +51,19 @@ fn fixture() -> Fixture {
         std::fs::create_dir_all(d).unwrap();
     }
     // Host MPICH 4.0.2 as Debian 12 ships it: libmpich.so.12 -> libmpich.so.12.2.2.
-    cc(
-        &src,
+    gcc_shared(
+        "#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint MPI_Init(int *c, char ***v) { pthread_t t; (void)c; (void)v; return pthread_create(&t, 0, f, 0); }\n",
         &host.join("libmpich.so.12.2.2"),
         "libmpich.so.12",
-        "#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint MPI_Init(int *c, char ***v) { pthread_t t; (void)c; (void)v; return pthread_create(&t, 0, f, 0); }\n",
     );
     link("libmpich.so.12.2.2", &host.join("libmpich.so.12"));
-    cc(
-        &src,
+    gcc_shared(
+        "int fi_getinfo(void) { return 0; }\n",
         &host.join("libfabric.so.1.18.0"),
         "libfabric.so.1",
-        "int fi_getinfo(void) { return 0; }\n",
     );
     link("libfabric.so.1.18.0", &host.join("libfabric.so.1"));
-    fake_libc(&src, &host.join("libc.so.6"), "2.36");
+    fake_libc(&host.join("libc.so.6"), "2.36");
     std::fs::write(host.join("mpi.conf"), b"admin's file\n").unwrap();
 
     // The image: merged /usr, /lib -> usr/lib, Debian 11 file names.
@@ -87,14 +71,13 @@ fn fixture() -> Fixture {
     std::fs::create_dir_all(&lib).unwrap();
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     link("usr/lib", &rootfs.join("lib"));
-    cc(
-        &src,
+    gcc_shared(
+        "int MPI_Init(int *c, char ***v) { (void)c; (void)v; return 0; }\n",
         &lib.join("libmpich.so.12.1.10"),
         "libmpich.so.12",
-        "int MPI_Init(int *c, char ***v) { (void)c; (void)v; return 0; }\n",
     );
     link("libmpich.so.12.1.10", &lib.join("libmpich.so.12"));
-    fake_libc(&src, &lib.join("libc-2.31.so"), "2.31");
+    fake_libc(&lib.join("libc-2.31.so"), "2.31");
     link("libc-2.31.so", &lib.join("libc.so.6"));
     let flags =
         hooks_core::ldcache_write::cache_flags_for(ElfClass::Elf64, 62).expect("x86-64 flags");
@@ -125,26 +108,12 @@ fn fixture() -> Fixture {
 
 /// The plan as YAML with the fixture's host directory written `$HOST`.
 fn yaml(plan: &Plan, f: &Fixture) -> String {
-    plan.to_yaml()
-        .unwrap()
-        .replace(&f.host.display().to_string(), "$HOST")
+    test_support::plan_yaml(plan, &f.host, "$HOST")
 }
 
-/// Compares with (or, with UPDATE_GOLDEN=1, rewrites) `tests/golden/<name>.yaml`. The
-/// expected text is compiled in, so the test also runs where the checkout is unreadable
-/// (run as an unprivileged user from a copy of the binary).
 fn check_golden(name: &str, expected: &str, got: &str) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(format!("{name}.yaml"));
-        std::fs::write(&p, got).unwrap();
-        return;
-    }
-    assert_eq!(
-        got, expected,
-        "plan {name} differs from tests/golden/{name}.yaml (UPDATE_GOLDEN=1 to accept)"
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    test_support::check_golden(&dir, name, expected, got);
 }
 
 fn mpi_config(f: &Fixture) -> MpiConfig {

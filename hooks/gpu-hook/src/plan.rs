@@ -131,10 +131,9 @@ fn driver_from_mounts(mounts: &[Mount]) -> Option<Ver> {
     })
 }
 
-/// True for a container path that names a shared library (`lib*.so*`).
+/// True for a container path whose name ldconfig would take for a library.
 fn is_library(container_path: &str) -> bool {
-    let n = container_path.rsplit('/').next().unwrap_or("");
-    n.starts_with("lib") && n.contains(".so")
+    hooks_core::ldcache_update::is_library_name(container_path.rsplit('/').next().unwrap_or(""))
 }
 
 /// Directories of mounted libraries, in mount order (the cache folders when a spec has

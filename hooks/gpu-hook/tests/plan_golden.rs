@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gpu_hook::plan::{plan, PlanOptions};
 use gpu_hook::policy::Policy;
@@ -14,19 +13,7 @@ use gpu_hook::resolve::{resolve, ResolveOptions, Source};
 use hooks_core::plan::glibc::GlibcAction;
 use hooks_core::plan::View;
 use hooks_core::rootfs::Rootfs;
-
-fn cc(dir: &Path, out: &Path, soname: &str, src: &str) {
-    let c = dir.join(format!("{soname}.c"));
-    std::fs::write(&c, src).unwrap();
-    let st = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(out)
-        .arg(format!("-Wl,-soname,{soname}"))
-        .arg(&c)
-        .status()
-        .expect("gcc is needed to build the fixture libraries (apt-get install gcc libc6-dev)");
-    assert!(st.success(), "gcc failed for {}", out.display());
-}
+use test_support::gcc_shared;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -51,17 +38,15 @@ fn fixture() -> Fixture {
     for d in [&lib, &specs, &src, &rootfs.join("usr/local/cuda/compat")] {
         std::fs::create_dir_all(d).unwrap();
     }
-    cc(
-        &src,
+    gcc_shared(
+        "int cuInit(unsigned f) { return (int)f; }\n",
         &lib.join("libcuda.so.550.54.15"),
         "libcuda.so.1",
-        "int cuInit(unsigned f) { return (int)f; }\n",
     );
-    cc(
-        &src,
+    gcc_shared(
+        "int egl(void) { return 0; }\n",
         &lib.join("libEGL_nvidia.so.550.54.15"),
         "libEGL_nvidia.so.0",
-        "int egl(void) { return 0; }\n",
     );
     std::fs::write(
         rootfs.join("usr/local/cuda/compat/libcuda.so.560.28.03"),
@@ -71,7 +56,7 @@ fn fixture() -> Fixture {
     let ilib = rootfs.join("usr/lib/x86_64-linux-gnu");
     std::fs::create_dir_all(&ilib).unwrap();
     let banner = "const char b[] = \"GNU C Library (Debian GLIBC 2.31-13) stable release version 2.31.\\n\";\n";
-    cc(&src, &ilib.join("libc-2.31.so"), "libc.so.6", banner);
+    gcc_shared(banner, &ilib.join("libc-2.31.so"), "libc.so.6");
     std::os::unix::fs::symlink("libc-2.31.so", ilib.join("libc.so.6")).unwrap();
     let d = driver.display();
     let spec = format!(
@@ -126,19 +111,9 @@ containerEdits:
         rootfs,
     }
 }
-
 fn check_golden(name: &str, expected: &str, got: &str) {
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(format!("{name}.yaml"));
-        std::fs::write(&p, got).unwrap();
-        return;
-    }
-    assert_eq!(
-        got, expected,
-        "plan {name} differs from tests/golden/{name}.yaml (UPDATE_GOLDEN=1 to accept)"
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    test_support::check_golden(&dir, name, expected, got);
 }
 
 /// Plans the request in `env` against the fixture; the YAML has `$DRIVER` for the root.
@@ -173,11 +148,7 @@ fn plan_for(f: &Fixture, env: &[&str]) -> (String, Vec<String>) {
         },
     )
     .unwrap();
-    let yaml = p
-        .plan
-        .to_yaml()
-        .unwrap()
-        .replace(&f.driver.display().to_string(), "$DRIVER");
+    let yaml = test_support::plan_yaml(&p.plan, &f.driver, "$DRIVER");
     (yaml, p.log)
 }
 

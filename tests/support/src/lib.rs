@@ -1,9 +1,11 @@
 //! Test code shared by cdi-gen's and gpu-hook's tests and benchmarks: fake GPU machines
 //! built at run time (driver root, mock NVML, device nodes, procfs/sysfs) and the pieces
-//! gpu-hook's container tests put around them (cached rootfs, hook objects, node listings).
+//! gpu-hook's container tests put around them (cached rootfs, hook objects, node listings),
+//! and golden files with gcc-built stub libraries for the planning tests.
 //! Prerequisites missing make the tests FAIL, never skip.
 
 mod container;
+mod golden;
 mod machine;
 mod output;
 mod stubs;
@@ -12,6 +14,8 @@ pub use container::{
     add_compat, add_raw_hook, cached_rootfs, cdi_gen_bin, hook_args, hook_env, hook_object,
     hook_under_test, out_log, parse_stat, DLOPEN_PROG, LIST_NODES, WHICH_PROG,
 };
+pub use e2e_tests::gcc_shared;
+pub use golden::{check_golden, plan_yaml};
 pub use machine::{
     build_machine, mig_minor, mig_minors_text, FakeMachine, GpuSpec, MachineSpec, MigSpec,
     CAPS_MAJOR, DRIVER, KFD_MAJOR, NVIDIA_MAJOR, UVM_MAJOR,

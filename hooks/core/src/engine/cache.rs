@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cdi_specs::plan::Library;
-use cdi_specs::types::Mount;
 
 use super::mounts::bind_file;
 use super::sys::Sys;
@@ -50,23 +49,6 @@ pub fn order_folders(folders: &[String]) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Directories of mounted libraries (`lib*.so*`), in mount order: what a planner lists as
-/// update-ldcache folders when a spec has no such hook.
-pub fn library_dirs(mounts: &[Mount]) -> Vec<String> {
-    let mut dirs: Vec<String> = Vec::new();
-    for m in mounts {
-        let name = m.container_path.rsplit('/').next().unwrap_or("");
-        if name.starts_with("lib") && name.contains(".so") {
-            if let Some((d, _)) = m.container_path.rsplit_once('/') {
-                if !d.is_empty() && !dirs.iter().any(|x| x == d) {
-                    dirs.push(d.to_string());
-                }
-            }
-        }
-    }
-    dirs
 }
 
 /// Mounts (or reopens) the private tmpfs at [`INJECT_ROOT`] and makes it writable.

@@ -256,6 +256,16 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     for m in &composed.mounts {
         if mounts::bind_mount(rootfs, sys, m)? {
             report.mounts_bound += 1;
+            report.log.push(if m.host_path == m.container_path {
+                format!("bind-mounted {} ({})", m.host_path, m.options.join(","))
+            } else {
+                format!(
+                    "bind-mounted {} at {} ({})",
+                    m.host_path,
+                    m.container_path,
+                    m.options.join(",")
+                )
+            });
         }
     }
     report.mounts_total = composed.mounts.len();

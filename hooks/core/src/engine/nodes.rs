@@ -3,10 +3,10 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cdi_specs::types::DeviceNode as CdiNode;
+use cdi_specs::types::{DeviceNode as CdiNode, HostNode};
 
 use super::host::{open_host, HostPathError};
 use super::sys::{NodeKind, NodeSpec, Sys};
@@ -49,15 +49,20 @@ pub struct Filled {
     pub completed: CdiNode,
 }
 
-fn kind_of(ft: std::fs::FileType) -> Option<NodeKind> {
-    if ft.is_char_device() {
-        Some(NodeKind::Char)
-    } else if ft.is_block_device() {
-        Some(NodeKind::Block)
-    } else if ft.is_fifo() {
-        Some(NodeKind::Fifo)
-    } else {
-        None
+/// True when `md` is a node of the spec's type and (for devices) numbers.
+fn is_node(md: &std::fs::Metadata, spec: &NodeSpec) -> bool {
+    HostNode::from_metadata(md).is_some_and(|h| {
+        kind_of(h.typ) == spec.kind
+            && (spec.kind == NodeKind::Fifo
+                || (h.major, h.minor) == (spec.major as i64, spec.minor as i64))
+    })
+}
+
+fn kind_of(typ: &str) -> NodeKind {
+    match typ {
+        "b" => NodeKind::Block,
+        "p" => NodeKind::Fifo,
+        _ => NodeKind::Char,
     }
 }
 
@@ -79,14 +84,10 @@ pub fn fill(n: &CdiNode) -> Result<Filled, EngineError> {
         Err(HostPathError::Io(_)) => None,
     };
     let md = host.as_ref().and_then(|f| f.metadata().ok());
-    let from_host = md.as_ref().and_then(|m| {
-        Some((
-            kind_of(m.file_type())?,
-            libc::major(m.rdev()) as u64,
-            libc::minor(m.rdev()) as u64,
-            m.mode() & 0o7777,
-        ))
-    });
+    let from_host = md
+        .as_ref()
+        .and_then(HostNode::from_metadata)
+        .map(|h| (kind_of(h.typ), h.major as u64, h.minor as u64, h.mode));
     let kind = match n.typ.as_str() {
         "c" | "u" => NodeKind::Char,
         "b" => NodeKind::Block,
@@ -170,9 +171,8 @@ fn existing(
         return Ok(Existing::Same);
     }
     let ft = md.file_type();
-    let same_node = kind_of(ft) == Some(f.spec.kind)
-        && (f.spec.kind == NodeKind::Fifo || md.rdev() == f.spec.rdev())
-        && (method == NodeMethod::Bind || md.mode() & 0o7777 == f.spec.mode);
+    let same_node =
+        is_node(&md, &f.spec) && (method == NodeMethod::Bind || md.mode() & 0o7777 == f.spec.mode);
     if same_node {
         return Ok(Existing::Same);
     }
@@ -221,10 +221,7 @@ pub fn place(
     };
     if method == NodeMethod::Bind {
         // Bind only what the spec says: the host node must be of the same type and numbers.
-        let ok = host_md.as_ref().is_some_and(|m| {
-            kind_of(m.file_type()) == Some(f.spec.kind)
-                && (f.spec.kind == NodeKind::Fifo || m.rdev() == f.spec.rdev())
-        });
+        let ok = host_md.as_ref().is_some_and(|m| is_node(m, &f.spec));
         if !ok {
             return Err(node_err(format!(
                 "host node {} is not a {} {}:{} node; refusing to bind it",

@@ -341,7 +341,12 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
         if let Ok(rd) = std::fs::read_dir(path) {
             for e in rd.flatten().take(4096) {
                 // DirEntry::metadata does not traverse symlinks (fstatat NOFOLLOW).
-                if let Some(d) = e.metadata().ok().as_ref().and_then(device_of) {
+                if let Some(d) = e
+                    .metadata()
+                    .ok()
+                    .as_ref()
+                    .and_then(DeviceNode::from_metadata)
+                {
                     devs.push(d);
                 }
             }
@@ -357,25 +362,6 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
     Ok(HostBind {
         host: path.to_owned(),
         kind,
-    })
-}
-
-/// The device node `md` describes (from an lstat), or `None` for anything else.
-fn device_of(md: &std::fs::Metadata) -> Option<DeviceNode> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let ft = md.file_type();
-    let dev_type = if ft.is_char_device() {
-        devices::DevType::Char
-    } else if ft.is_block_device() {
-        devices::DevType::Block
-    } else {
-        return None;
-    };
-    let rdev = md.rdev();
-    Some(DeviceNode {
-        dev_type,
-        major: libc::major(rdev) as u64,
-        minor: libc::minor(rdev) as u64,
     })
 }
 
