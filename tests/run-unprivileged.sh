@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the planning tests and the live engine's unit tests as an unprivileged user
-# (nobody), as root would never notice a plan that needs privileges: planning reads
-# fixture trees only (golden plans, gcc-built stub libraries), and the engine's unit tests
-# go through its recording syscall double. Needs root to switch users (setpriv).
+# Runs the planning tests and the live engine's tests as an unprivileged user (nobody), as
+# root would never notice a plan that needs privileges: planning reads fixture trees only
+# (golden plans, gcc-built stub libraries), and the engine's unit tests and its run of the
+# composition table (engine_table) go through its recording syscall double. Needs root to switch users (setpriv).
 # Usage: tests/run-unprivileged.sh [cargo test options, e.g. --release]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ fi
 command -v setpriv >/dev/null || { echo "run-unprivileged.sh: setpriv missing (apt-get install util-linux)" >&2; exit 1; }
 # Test executables (one per line) of the planners and the engine.
 exes=$(cargo test "$@" --no-run --message-format=json \
-    -p hooks-core --lib --test plan_golden -p gpu-hook --test plan_golden 2>/dev/null \
+    -p hooks-core --lib --test plan_golden --test engine_table -p gpu-hook --test plan_golden 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//')
 [ -n "$exes" ] || { echo "run-unprivileged.sh: cargo built no test executable" >&2; exit 1; }
 # A copy nobody can run (the checkout may sit in root's 0700 home); golden files are
