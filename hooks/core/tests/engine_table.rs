@@ -227,8 +227,9 @@ fn expected(c: &Composed) -> LiveView {
             hooks.join("; ")
         ));
     }
-    // additionalGids, intelRdt and netDevices are runtime settings of a container not yet
-    // created: the live engine neither applies nor warns about them.
+    // additionalGids, intelRdt and netDevices are settings only a runtime applies while it
+    // creates the container: warned about, not applied.
+    warnings.extend(hooks_core::engine::runtime_only(c));
     LiveView {
         nodes,
         rules,
@@ -337,10 +338,11 @@ fn live_engine_does_what_compose_gives() {
     assert!(views[6].warnings[0].ends_with(
         "not run: /bin/a /bin/a createContainer; /bin/b /bin/b prestart; /bin/c /bin/c poststop; /bin/d /bin/d createContainer; /bin/e /bin/e createRuntime; /bin/f /bin/f startContainer; /bin/g /bin/g poststart"
     ));
-    assert_eq!(
-        views[7].warnings.len(),
-        2,
-        "env and hooks, nothing for gids/rdt/net"
+    assert_eq!(views[7].warnings.len(), 3, "env, hooks, gids/rdt/net");
+    assert!(
+        views[7].warnings[2].starts_with("the CDI edits set additionalGids "),
+        "{:?}",
+        views[7].warnings
     );
     assert_eq!(
         views[8].nodes[0],

@@ -204,10 +204,38 @@ fn rule_grant(r: &cdi_specs::plan::DeviceRule) -> Result<Option<Grant>, EngineEr
     }))
 }
 
+/// The warning for composed edits only a runtime can apply while it creates the container
+/// (additionalGids, intelRdt, netDevices), or `None`.
+pub fn runtime_only(c: &cdi_specs::Composed) -> Option<String> {
+    let mut what = Vec::new();
+    if !c.additional_gids.is_empty() {
+        let gids: Vec<String> = c.additional_gids.iter().map(u32::to_string).collect();
+        what.push(format!("additionalGids {}", gids.join(",")));
+    }
+    if c.intel_rdt.is_some() {
+        what.push("intelRdt".to_string());
+    }
+    if !c.net_devices.is_empty() {
+        let n: Vec<String> = c
+            .net_devices
+            .iter()
+            .map(|d| format!("{}->{}", d.host_interface_name, d.name))
+            .collect();
+        what.push(format!("netDevices {}", n.join(",")));
+    }
+    (!what.is_empty()).then(|| {
+        format!(
+            "the CDI edits set {}, which only the runtime can apply when it creates the container; not applied (request the device through the engine's CDI support, e.g. podman --device)",
+            what.join(", ")
+        )
+    })
+}
+
 /// Applies `plan` to `target` through `sys`. Order: device nodes and their cgroup grants
 /// (plus `plan.device_rules`), mounts (composed order), replaced files, symlinks of
 /// `create-symlinks` hooks, ONE loader cache for `plan.libraries` and the folders of
-/// `update-ldcache` hooks, then warnings for env edits and hooks not carried out.
+/// `update-ldcache` hooks, then warnings for env edits, hooks not carried out and what only
+/// a runtime can apply ([`runtime_only`]).
 pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, EngineError> {
     let rootfs = target.rootfs;
     // Nodes are completed from their host nodes (each opened once) before composing, as
@@ -348,6 +376,9 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
             "the CDI edits ask for hooks the hpc-hooks engine does not implement; not run: {}",
             other_hooks.join("; ")
         ));
+    }
+    if let Some(w) = runtime_only(&composed) {
+        report.warn(w);
     }
     Ok(report)
 }
