@@ -150,6 +150,19 @@ impl ContainerEdits {
         self.additional_gids
             .extend(other.additional_gids.iter().copied());
     }
+
+    /// [`append`](Self::append) taking `other` by value: its entries are moved, not copied.
+    pub fn append_owned(&mut self, other: ContainerEdits) {
+        self.env.extend(other.env);
+        self.device_nodes.extend(other.device_nodes);
+        self.net_devices.extend(other.net_devices);
+        self.hooks.extend(other.hooks);
+        self.mounts.extend(other.mounts);
+        if other.intel_rdt.is_some() {
+            self.intel_rdt = other.intel_rdt;
+        }
+        self.additional_gids.extend(other.additional_gids);
+    }
 }
 
 /// `deviceNodes[]`: a device node to create in the container.

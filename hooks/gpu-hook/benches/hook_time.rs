@@ -4,7 +4,10 @@
 //! Also the whole `runc run` time with and without the hook. Prints medians.
 //!
 //! Run: `cargo bench -p gpu-hook --bench hook_time` (root; runc, gcc, busybox-static).
-//! `GPU_HOOK_BENCH_RUNS` sets the runs per case (default 15).
+//! `GPU_HOOK_BENCH_RUNS` sets the runs per case (default 15). With
+//! `GPU_HOOK_BENCH_BASELINE=DIR` (a directory holding another build's `gpu-hook`), every
+//! run is made with both binaries, alternating, and the hook medians are printed side by
+//! side with their ratio: a comparison the machine's drift cannot bias.
 
 use std::time::Duration;
 
@@ -14,6 +17,12 @@ use test_support::*;
 /// The gpu-hook binary measured: `$HPC_HOOKS_BIN_DIR/gpu-hook` when set, as in the tests.
 fn gpu_hook_bin() -> std::path::PathBuf {
     hook_under_test("gpu-hook", env!("CARGO_BIN_EXE_gpu-hook"))
+}
+
+/// The baseline gpu-hook of `GPU_HOOK_BENCH_BASELINE`, when set.
+fn baseline_bin() -> Option<std::path::PathBuf> {
+    std::env::var_os("GPU_HOOK_BENCH_BASELINE")
+        .map(|d| std::path::PathBuf::from(d).join("gpu-hook"))
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -29,11 +38,26 @@ fn main() {
     let _l = e2e_lock();
     let scratch = Scratch::new("gpu-bench");
     let rootfs = cached_rootfs();
+    let baseline = baseline_bin();
     println!("gpu-hook benchmark (bench profile = release): {runs} runs per case, medians");
-    println!(
-        "{:<8} {:<10} {:>14} {:>16}",
-        "GPUs", "source", "hook ms", "runc run ms"
-    );
+    if let Some(b) = &baseline {
+        println!(
+            "baseline {} against {}, alternating run by run",
+            b.display(),
+            gpu_hook_bin().display()
+        );
+        println!(
+            "{:<8} {:<10} {:>14} {:>14} {:>8}",
+            "GPUs", "source", "baseline ms", "hook ms", "ratio"
+        );
+    } else {
+        println!(
+            "{:<8} {:<10} {:>14} {:>16}",
+            "GPUs", "source", "hook ms", "runc run ms"
+        );
+    }
+    let mut bins = vec![gpu_hook_bin()];
+    bins.extend(baseline.clone());
     let mut n = 0;
     for gpus in [1u32, 8] {
         let m = build_machine(&MachineSpec::nvidia(gpus));
@@ -55,9 +79,13 @@ fn main() {
         let g = gpu_discover::generate(&opts, &mut Vec::new()).expect("generate");
         std::fs::write(specs.join("nvidia.json"), g.text).unwrap();
         for (source, dirs) in [("discover", &nospecs), ("spec", &specs), ("none", &nospecs)] {
-            let mut hook_us = Vec::new();
+            // [candidate, baseline] hook times; run times of the candidate.
+            let mut hook_us: Vec<Vec<u64>> = vec![Vec::new(); bins.len()];
             let mut run_us = Vec::new();
-            for _ in 0..runs {
+            for (i, bin) in (0..runs).flat_map(|_| bins.iter().enumerate()) {
+                if source == "none" && i > 0 {
+                    continue;
+                }
                 n += 1;
                 let ov = Overlay::new(scratch.path(), &format!("r{n}"), &rootfs);
                 let mut b = Bundle::new(scratch.path(), &format!("b{n}"), &ov.merged, &["true"]);
@@ -72,23 +100,36 @@ fn main() {
                     let mut env = hook_env(b.hook_log());
                     env.retain(|e| !e.starts_with("HPC_HOOKS_LOG_LEVEL"));
                     env.push("HPC_HOOKS_LOG_LEVEL=info".into());
-                    add_raw_hook(
-                        &mut b,
-                        "createRuntime",
-                        hook_object(&gpu_hook_bin(), args, env),
-                    );
+                    add_raw_hook(&mut b, "createRuntime", hook_object(bin, args, env));
                 }
                 let out = b.run_runc();
                 out.assert_success("bench run");
-                run_us.push(out.elapsed.as_micros() as u64);
+                if i == 0 {
+                    run_us.push(out.elapsed.as_micros() as u64);
+                }
                 if source != "none" {
                     let log = std::fs::read_to_string(b.hook_log()).unwrap_or_default();
                     let t = hook_timings(&log);
                     let us = t.iter().find(|(h, _)| h == "gpu-hook").map(|(_, u)| *u);
-                    hook_us.push(us.expect("no elapsed_us line in the hook log"));
+                    hook_us[i].push(us.expect("no elapsed_us line in the hook log"));
                 }
             }
             let ms = |us: u64| format!("{:.2}", Duration::from_micros(us).as_secs_f64() * 1000.0);
+            if baseline.is_some() {
+                if source != "none" {
+                    let (new, base) = (median(hook_us[0].clone()), median(hook_us[1].clone()));
+                    println!(
+                        "{:<8} {:<10} {:>14} {:>14} {:>7.3}x",
+                        gpus,
+                        source,
+                        ms(base),
+                        ms(new),
+                        new as f64 / base.max(1) as f64
+                    );
+                }
+                continue;
+            }
+            let hook_us = hook_us.swap_remove(0);
             println!(
                 "{:<8} {:<10} {:>14} {:>16}",
                 gpus,

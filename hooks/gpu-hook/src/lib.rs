@@ -113,9 +113,21 @@ pub fn enter(l: Loaded) -> Result<HookCtx, GpuHookError> {
     })
 }
 
-/// Applies `plan` to the container with the live engine, logging what it did.
-pub fn apply(ctx: &HookCtx, plan: &Plan) -> Result<engine::Report, GpuHookError> {
-    let target = Target::for_hook(ctx)?;
+/// Applies `plan` to the container with the live engine, logging what it did. `mounts`:
+/// the mount table planning read (`None`: read it now).
+pub fn apply(
+    ctx: &HookCtx,
+    plan: &Plan,
+    mounts: Option<Vec<mountinfo::MountEntry>>,
+) -> Result<engine::Report, GpuHookError> {
+    let target = match mounts {
+        Some(mounts) => Target {
+            rootfs: &ctx.rootfs,
+            cgroup: engine::cgroup_locator(ctx),
+            mounts,
+        },
+        None => Target::for_hook(ctx)?,
+    };
     let report = engine::apply(&target, plan, &RealSys)?;
     for l in &report.log {
         tracing::info!("{l}");
@@ -196,7 +208,7 @@ fn run_request(loaded: Loaded, req: &Request, opts: &InjectOptions) -> Result<()
     let planned = plan::plan(
         view,
         req,
-        &resolved,
+        resolved,
         &PlanOptions {
             hook_path: opts.resolve.hook_path.clone(),
             glibc_action,
@@ -206,7 +218,7 @@ fn run_request(loaded: Loaded, req: &Request, opts: &InjectOptions) -> Result<()
     for l in &planned.log {
         tracing::info!("{l}");
     }
-    let report = apply(&ctx, &planned.plan)?;
+    let report = apply(&ctx, &planned.plan, Some(mounts))?;
     ctx.finish_with(&format!(
         "GPUs injected ({}): {} device nodes, {} mounts, {} links",
         req.devices.join(", "),
@@ -230,7 +242,7 @@ pub fn create_symlinks(links: &[String]) -> Result<(), GpuHookError> {
         "--link",
         links,
     ));
-    apply(&ctx, &plan)?;
+    apply(&ctx, &plan, None)?;
     ctx.finish_with(&format!("{} symlinks checked or created", links.len()));
     Ok(())
 }
@@ -251,7 +263,7 @@ fn folders_plan(folders: &[String]) -> Plan {
 pub fn update_ldcache(folders: &[PathBuf]) -> Result<(), GpuHookError> {
     let ctx = enter(load("gpu-hook update-ldcache")?)?;
     let folders: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
-    apply(&ctx, &folders_plan(&folders))?;
+    apply(&ctx, &folders_plan(&folders), None)?;
     ctx.finish_with(&format!(
         "{} folders added to the container's loader cache",
         folders.len()
@@ -284,7 +296,7 @@ pub fn enable_cuda_compat(host_driver: Option<&str>) -> Result<(), GpuHookError>
                 driver.map(|d| d.to_string()).unwrap_or_default(),
                 cuda::COMPAT_DIR
             );
-            apply(&ctx, &folders_plan(&[cuda::COMPAT_DIR.to_string()]))?;
+            apply(&ctx, &folders_plan(&[cuda::COMPAT_DIR.to_string()]), None)?;
         }
         None => {
             tracing::info!(

@@ -43,13 +43,12 @@ pub struct GpuPlan {
 /// out (counted), `update-ldcache` folders of 32-bit libraries kept only with `compat32`,
 /// and `enable-cuda-compat` hooks dropped (the compat decision is made here, at planning).
 pub fn filter(
-    edits: &[(String, ContainerEdits)],
+    edits: Vec<(String, ContainerEdits)>,
     caps: &Caps,
 ) -> Result<(ContainerEdits, usize), GpuHookError> {
     let mut out = ContainerEdits::default();
     let mut filtered = 0;
-    for (_, e) in edits {
-        let mut e = e.clone();
+    for (_, mut e) in edits {
         let before = e.mounts.len();
         e.mounts.retain(|m| caps.allows_path(&m.container_path));
         filtered += before - e.mounts.len();
@@ -85,7 +84,7 @@ pub fn filter(
             }
         }
         e.hooks = hooks;
-        out.append(&e);
+        out.append_owned(e);
     }
     Ok((out, filtered))
 }
@@ -155,16 +154,19 @@ pub fn library_dirs(mounts: &[Mount]) -> Vec<String> {
 pub fn plan(
     view: View<'_>,
     req: &Request,
-    resolved: &Resolved,
+    resolved: Resolved,
     opts: &PlanOptions,
 ) -> Result<GpuPlan, GpuHookError> {
-    let (mut edits, filtered) = filter(&resolved.edits, &req.caps)?;
+    let Resolved {
+        edits,
+        driver: resolved_driver,
+        cuda: resolved_cuda,
+        ..
+    } = resolved;
+    let (mut edits, filtered) = filter(edits, &req.caps)?;
     let mut log = Vec::new();
     let nvidia = req.kinds().contains(NVIDIA_KIND);
-    let driver = resolved
-        .driver
-        .clone()
-        .or_else(|| driver_from_mounts(&edits.mounts));
+    let driver = resolved_driver.or_else(|| driver_from_mounts(&edits.mounts));
     // CUDA forward compatibility and NVIDIA_REQUIRE_CUDA, before anything is mounted.
     let compat = if nvidia {
         cuda::compat_to_use(view.rootfs, driver.as_ref())
@@ -182,7 +184,7 @@ pub fn plan(
             cuda: compat
                 .as_ref()
                 .and_then(cuda::cuda_of_driver)
-                .or_else(|| resolved.cuda.clone())
+                .or_else(|| resolved_cuda.clone())
                 .or_else(|| driver.as_ref().and_then(cuda::cuda_of_driver)),
             driver: driver.clone(),
             compat: compat.clone(),

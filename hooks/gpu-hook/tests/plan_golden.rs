@@ -140,7 +140,7 @@ fn plan_for(f: &Fixture, env: &[&str]) -> (String, Vec<String>) {
     let p = plan(
         view,
         &req,
-        &resolved,
+        resolved,
         &PlanOptions {
             hook_path: opts.hook_path.clone(),
             glibc_action: GlibcAction::Refuse,

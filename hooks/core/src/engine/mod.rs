@@ -251,11 +251,12 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     let mut report = Report::default();
 
     // 1. Device nodes, then the cgroup rules that let the container open them.
+    let can_mknod = !composed.device_nodes.is_empty() && sys.can_mknod();
     for n in &composed.device_nodes {
         let Some(f) = filled.get(&compose::clean_path(&n.path)) else {
             continue; // every composed node was filled above
         };
-        let method = nodes::choose(sys, &f.path);
+        let method = nodes::choose(can_mknod, &f.path);
         if let Some(line) = nodes::place(rootfs, sys, f, method)? {
             match method {
                 NodeMethod::Mknod => report.nodes_created += 1,
@@ -280,27 +281,26 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     }
     report.grants = grants;
 
-    // 2. Mounts, in composed order.
+    // 2. Mounts, in composed order; one log line names them all (one event, however many).
+    let mut bound: Vec<String> = Vec::new();
     for m in &composed.mounts {
         if mounts::bind_mount(rootfs, sys, m)? {
             report.mounts_bound += 1;
-            report.log.push(if m.host_path == m.container_path {
-                format!("bind-mounted {} ({})", m.host_path, m.options.join(","))
+            bound.push(if m.host_path == m.container_path {
+                m.host_path.clone()
             } else {
-                format!(
-                    "bind-mounted {} at {} ({})",
-                    m.host_path,
-                    m.container_path,
-                    m.options.join(",")
-                )
+                format!("{} at {}", m.host_path, m.container_path)
             });
         }
     }
     report.mounts_total = composed.mounts.len();
     if report.mounts_total > 0 {
         report.log.push(format!(
-            "bind-mounted {} of {} files",
-            report.mounts_bound, report.mounts_total
+            "bind-mounted {} of {} files{}{}",
+            report.mounts_bound,
+            report.mounts_total,
+            if bound.is_empty() { "" } else { ": " },
+            bound.join(", ")
         ));
     }
 

@@ -24,10 +24,11 @@ pub enum NodeMethod {
 }
 
 /// The one place that chooses: mknod only with `CAP_MKNOD` in the initial user namespace
-/// and for a node under the container's `/dev`; otherwise bind the host node.
-pub fn choose(sys: &dyn Sys, container_path: &Path) -> NodeMethod {
+/// (`can_mknod`: [`Sys::can_mknod`], asked once per apply) and for a node under the
+/// container's `/dev`; otherwise bind the host node.
+pub fn choose(can_mknod: bool, container_path: &Path) -> NodeMethod {
     let p = normalize(container_path);
-    if p.starts_with("/dev") && p != Path::new("/dev") && sys.can_mknod() {
+    if p.starts_with("/dev") && p != Path::new("/dev") && can_mknod {
         NodeMethod::Mknod
     } else {
         NodeMethod::Bind

@@ -341,7 +341,13 @@ fn repeated_mount_last_wins_and_mounts_go_by_depth() {
         ]
     );
     assert_eq!((r.mounts_bound, r.mounts_total), (2, 2));
-    assert!(r.log.contains(&"bind-mounted 2 of 2 files".to_string()));
+    assert!(
+        r.log.contains(&format!(
+            "bind-mounted 2 of 2 files: {b} at /opt/g.conf, {c} at /opt/x//y/./f.conf"
+        )),
+        "{:?}",
+        r.log
+    );
 }
 
 #[test]
