@@ -238,26 +238,40 @@ pub fn runtime_only(c: &cdi_specs::Composed) -> Option<String> {
 /// a runtime can apply ([`runtime_only`]).
 pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, EngineError> {
     let rootfs = target.rootfs;
-    // Nodes are completed from their host nodes (each opened once) before composing, as
-    // composition wants type and numbers; the last node of a path is the one composed.
+    // Composition wants each node's type and numbers: a node that lacks them is completed
+    // from its host node first (opened once, kept for placing it); the others are
+    // completed when placed, one at a time, as composed (the last node of a path).
+    let incomplete = |n: &cdi_specs::DeviceNode| {
+        n.typ.is_empty() || (n.typ != "p" && n.major.is_none_or(|m| m == 0))
+    };
     let mut filled: HashMap<String, nodes::Filled> = HashMap::new();
-    let mut edits = plan.edits.clone();
-    for n in edits.device_nodes.iter_mut() {
-        let f = nodes::fill(n)?;
-        *n = f.completed.clone();
-        filled.insert(compose::clean_path(&n.path), f);
-    }
-    let composed = compose::compose([&edits]).map_err(|e| EngineError::Compose(e.to_string()))?;
+    let completed_edits;
+    let edits = if plan.edits.device_nodes.iter().any(incomplete) {
+        let mut e = plan.edits.clone();
+        for n in e.device_nodes.iter_mut().filter(|n| incomplete(n)) {
+            let f = nodes::fill(n)?;
+            *n = f.completed.clone();
+            filled.insert(compose::clean_path(&n.path), f);
+        }
+        completed_edits = e;
+        &completed_edits
+    } else {
+        &plan.edits
+    };
+    let composed = compose::compose([edits]).map_err(|e| EngineError::Compose(e.to_string()))?;
     let mut report = Report::default();
 
     // 1. Device nodes, then the cgroup rules that let the container open them.
     let can_mknod = !composed.device_nodes.is_empty() && sys.can_mknod();
     for n in &composed.device_nodes {
-        let Some(f) = filled.get(&compose::clean_path(&n.path)) else {
-            continue; // every composed node was filled above
+        // The prefilled node of this path, when it is the one composed (a later node of the
+        // same path may have replaced it).
+        let f = match filled.remove(&compose::clean_path(&n.path)) {
+            Some(f) if f.completed == *n => f,
+            _ => nodes::fill(n)?,
         };
         let method = nodes::choose(can_mknod, &f.path);
-        if let Some(line) = nodes::place(rootfs, sys, f, method)? {
+        if let Some(line) = nodes::place(rootfs, sys, &f, method)? {
             match method {
                 NodeMethod::Mknod => report.nodes_created += 1,
                 NodeMethod::Bind => report.nodes_bound += 1,
