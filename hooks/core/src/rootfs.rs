@@ -33,6 +33,20 @@ pub enum RootfsError {
     },
 }
 
+/// Directories of a root known to exist: a run of mount points or links in one directory
+/// then costs one `mkdir -p` (a pathrs resolution with its procfs checks) instead of one
+/// each. Valid only while nothing is mounted over a directory of the root: [`Self::clear`]
+/// after such a mount (a directory created before it may be hidden by it).
+#[derive(Debug, Default)]
+pub struct KnownDirs(Vec<PathBuf>);
+
+impl KnownDirs {
+    /// Forgets every directory (after a directory was mounted over).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Handle on a container rootfs.
 pub struct Rootfs {
     root: Root,
@@ -188,9 +202,28 @@ impl Rootfs {
             .map_err(|e| self.err(path, e))
     }
 
+    /// `mkdir -p` inside the root, skipped for a directory `known` already holds.
+    pub fn ensure_dir(&self, path: &Path, known: &mut KnownDirs) -> Result<(), RootfsError> {
+        if known.0.iter().any(|d| d == path) {
+            return Ok(());
+        }
+        self.mkdir_all(path)?;
+        known.0.push(path.to_path_buf());
+        Ok(())
+    }
+
     /// Makes sure an (empty) regular file exists at `path` to serve as a mount point and
     /// returns its handle. Existing regular files are reused; anything else is an error.
     pub fn ensure_file(&self, path: &Path) -> Result<Handle, RootfsError> {
+        self.ensure_file_known(path, &mut KnownDirs::default())
+    }
+
+    /// [`Self::ensure_file`], creating the parent directory unless `known` holds it.
+    pub fn ensure_file_known(
+        &self,
+        path: &Path,
+        known: &mut KnownDirs,
+    ) -> Result<Handle, RootfsError> {
         if let Some(h) = self.try_resolve(path)? {
             let md = stat_handle(&h).map_err(|e| self.err(path, e))?;
             if md.is_file() {
@@ -198,8 +231,18 @@ impl Rootfs {
             }
             return Err(self.err(path, "exists and is not a regular file"));
         }
+        self.create_mount_file(path, known)
+    }
+
+    /// Creates an empty regular file at `path`, which was just found missing (a file
+    /// created meanwhile is reused), and returns its handle.
+    pub fn create_mount_file(
+        &self,
+        path: &Path,
+        known: &mut KnownDirs,
+    ) -> Result<Handle, RootfsError> {
         if let Some(parent) = path.parent() {
-            self.mkdir_all(parent)?;
+            self.ensure_dir(parent, known)?;
         }
         match self.root.create_file(
             path,
@@ -254,4 +297,39 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dirs_are_created_once_and_forgotten_on_clear() {
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = Rootfs::open(t.path()).unwrap();
+        let mut known = KnownDirs::default();
+        rootfs
+            .create_mount_file(Path::new("/usr/lib/a.so"), &mut known)
+            .unwrap();
+        assert!(t.path().join("usr/lib/a.so").is_file());
+        // A directory it knows is not looked at again: removed behind its back, the next
+        // file fails instead of silently recreating it ...
+        std::fs::remove_dir_all(t.path().join("usr/lib")).unwrap();
+        let e = rootfs
+            .create_mount_file(Path::new("/usr/lib/b.so"), &mut known)
+            .unwrap_err();
+        assert!(e.to_string().contains("/usr/lib/b.so"), "{e}");
+        // ... and after `clear` (what a directory mount does) it is made again.
+        known.clear();
+        rootfs
+            .create_mount_file(Path::new("/usr/lib/b.so"), &mut known)
+            .unwrap();
+        assert!(t.path().join("usr/lib/b.so").is_file());
+        // ensure_file keeps its contract: an existing non-file is refused.
+        let e = rootfs.ensure_file(Path::new("/usr/lib")).unwrap_err();
+        assert!(
+            e.to_string().contains("exists and is not a regular file"),
+            "{e}"
+        );
+    }
 }

@@ -9,10 +9,11 @@ use pathrs::InodeType;
 
 use super::hooks::Link;
 use super::{root_err, EngineError};
-use crate::rootfs::{normalize, stat_handle, Rootfs};
+use crate::rootfs::{normalize, stat_handle, KnownDirs, Rootfs};
 
 /// Creates `l.link` -> `l.target` in-root. `Ok(false)` when an identical link is there.
-pub fn create_link(rootfs: &Rootfs, l: &Link) -> Result<bool, EngineError> {
+/// The parent directory is created unless `known` holds it.
+pub fn create_link(rootfs: &Rootfs, l: &Link, known: &mut KnownDirs) -> Result<bool, EngineError> {
     let link_err = |message: &str| EngineError::Link {
         link: l.link.clone(),
         message: message.to_string(),
@@ -22,7 +23,7 @@ pub fn create_link(rootfs: &Rootfs, l: &Link) -> Result<bool, EngineError> {
         return Err(link_err("cannot replace /"));
     }
     if let Some(parent) = p.parent() {
-        rootfs.mkdir_all(parent)?;
+        rootfs.ensure_dir(parent, known)?;
     }
     let root = rootfs.root();
     let target = PathBuf::from(&l.target);
@@ -45,10 +46,14 @@ pub fn create_link(rootfs: &Rootfs, l: &Link) -> Result<bool, EngineError> {
 }
 
 /// Creates every link; returns how many were created and the log line.
-pub fn create_links(rootfs: &Rootfs, links: &[Link]) -> Result<(usize, String), EngineError> {
+pub fn create_links(
+    rootfs: &Rootfs,
+    links: &[Link],
+    known: &mut KnownDirs,
+) -> Result<(usize, String), EngineError> {
     let mut n = 0;
     for l in links {
-        if create_link(rootfs, l)? {
+        if create_link(rootfs, l, known)? {
             n += 1;
         }
     }

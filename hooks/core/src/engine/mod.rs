@@ -30,7 +30,7 @@ pub use sys::{NodeKind, NodeSpec, RealSys, Sys};
 
 use crate::devices::{self, Access, CgroupLocator, DevType, DeviceNode, Grant};
 use crate::mountinfo::MountEntry;
-use crate::rootfs::Rootfs;
+use crate::rootfs::{KnownDirs, Rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -260,6 +260,9 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     };
     let composed = compose::compose([edits]).map_err(|e| EngineError::Compose(e.to_string()))?;
     let mut report = Report::default();
+    // Directories made (or found) for nodes, mount points and links, so that a run of them
+    // in one directory creates it once; forgotten after a directory mount.
+    let mut known = KnownDirs::default();
 
     // 1. Device nodes, then the cgroup rules that let the container open them.
     let can_mknod = !composed.device_nodes.is_empty() && sys.can_mknod();
@@ -271,7 +274,7 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
             _ => nodes::fill(n)?,
         };
         let method = nodes::choose(can_mknod, &f.path);
-        if let Some(line) = nodes::place(rootfs, sys, &f, method)? {
+        if let Some(line) = nodes::place(rootfs, sys, &f, method, &mut known)? {
             match method {
                 NodeMethod::Mknod => report.nodes_created += 1,
                 NodeMethod::Bind => report.nodes_bound += 1,
@@ -298,7 +301,7 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     // 2. Mounts, in composed order; one log line names them all (one event, however many).
     let mut bound: Vec<String> = Vec::new();
     for m in &composed.mounts {
-        if mounts::bind_mount(rootfs, sys, m)? {
+        if mounts::bind_mount(rootfs, sys, m, &mut known)? {
             report.mounts_bound += 1;
             bound.push(if m.host_path == m.container_path {
                 m.host_path.clone()
@@ -362,7 +365,7 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
         }
     }
     if !links.is_empty() {
-        let (n, line) = links::create_links(rootfs, &links)?;
+        let (n, line) = links::create_links(rootfs, &links, &mut known)?;
         report.links_created = n;
         report.links_total = links.len();
         report.log.push(line);

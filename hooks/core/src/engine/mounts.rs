@@ -14,7 +14,7 @@ use super::host::{open_host, HostPathError};
 use super::sys::Sys;
 use super::{root_err, EngineError};
 use crate::mount::BindFlags;
-use crate::rootfs::{normalize, stat_handle, Rootfs};
+use crate::rootfs::{normalize, stat_handle, KnownDirs, Rootfs};
 
 /// What a mount source may be: device nodes and FIFOs never (they are device nodes of the
 /// edits, created or bound and granted explicitly); files named as libraries, firmware or
@@ -53,7 +53,12 @@ pub fn bind_flags(options: &[String]) -> BindFlags {
 /// already in place, or when the host path is unsafe (a symlink or another user's entry
 /// under a world-writable directory) or a device node: that mount is left out with a
 /// warning and the container starts without it.
-pub fn bind_mount(rootfs: &Rootfs, sys: &dyn Sys, m: &Mount) -> Result<bool, EngineError> {
+pub fn bind_mount(
+    rootfs: &Rootfs,
+    sys: &dyn Sys,
+    m: &Mount,
+    known: &mut KnownDirs,
+) -> Result<bool, EngineError> {
     let host_err = |source| EngineError::HostOpen {
         host: m.host_path.clone(),
         container: m.container_path.clone(),
@@ -86,7 +91,7 @@ pub fn bind_mount(rootfs: &Rootfs, sys: &dyn Sys, m: &Mount) -> Result<bool, Eng
     } else {
         match rootfs.try_resolve(&cpath)? {
             Some(h) => h,
-            None => rootfs.ensure_file(&cpath)?,
+            None => rootfs.create_mount_file(&cpath, known)?,
         }
     };
     let tmd = stat_handle(&target).map_err(|e| root_err(rootfs, &cpath, e))?;
@@ -117,6 +122,9 @@ pub fn bind_mount(rootfs: &Rootfs, sys: &dyn Sys, m: &Mount) -> Result<bool, Eng
     }
     let re = || rootfs.resolve(&cpath).ok().map(OwnedFd::from);
     sys.bind(src.as_fd(), target.as_fd(), flags, &what, &re)?;
+    if smd.is_dir() {
+        known.clear(); // directories created under it before are hidden now
+    }
     Ok(true)
 }
 

@@ -12,7 +12,7 @@ use super::host::{open_host, HostPathError};
 use super::sys::{NodeKind, NodeSpec, Sys};
 use super::{root_err, EngineError};
 use crate::mount::BindFlags;
-use crate::rootfs::{normalize, stat_handle, Rootfs};
+use crate::rootfs::{normalize, stat_handle, KnownDirs, Rootfs};
 
 /// How a node gets into the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +203,7 @@ pub fn place(
     sys: &dyn Sys,
     f: &Filled,
     method: NodeMethod,
+    known: &mut KnownDirs,
 ) -> Result<Option<String>, EngineError> {
     let node_err = |message: String| EngineError::Node {
         path: f.path.display().to_string(),
@@ -234,7 +235,7 @@ pub fn place(
         }
     }
     if let Some(parent) = f.path.parent() {
-        rootfs.mkdir_all(parent)?;
+        rootfs.ensure_dir(parent, known)?;
     }
     let state = existing(rootfs, f, method, host_md.as_ref())?;
     let desc = format!("{} {}:{}", f.spec.kind.letter(), f.spec.major, f.spec.minor);
@@ -259,7 +260,7 @@ pub fn place(
             let Some(src) = &f.host else {
                 return Err(node_err(format!("host node {} is missing", f.host_path)));
             };
-            let target = rootfs.ensure_file(&f.path)?;
+            let target = rootfs.ensure_file_known(&f.path, known)?;
             let what = format!("{} -> {} (device node)", f.host_path, f.path.display());
             let re = || {
                 rootfs
