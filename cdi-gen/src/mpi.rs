@@ -86,14 +86,17 @@ pub struct MpiArgs {
     pub hook_dir: PathBuf,
     /// Host MPI libraries, ':'-separated (default: libmpi.so.N / libmpich.so.N of the host's
     /// loader cache, as hpc-hooks-configure detects them).
+    /// `auto` is the default.
     #[arg(long, value_name = "LIST")]
     pub mpi_libs: Option<String>,
     /// Their dependencies, ':'-separated (default: their non-glibc DT_NEEDED closure,
     /// resolved through the host's loader cache).
+    /// `auto` is the default.
     #[arg(long, value_name = "LIST")]
     pub mpi_dependency_libs: Option<String>,
     /// Host files or directories mpi-hook binds at the same path, ':'-separated (default:
     /// UCX's plugin directory when the MPI uses UCX).
+    /// `auto` is the default.
     #[arg(long, value_name = "LIST")]
     pub bind_mounts: Option<String>,
     /// ABI check between host and image MPI: major, full, strict or dependencies.
@@ -178,8 +181,10 @@ fn ucx_plugin_dir(deps: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The host MPI stack: given, else discovered in the host's loader cache.
 pub fn stack(args: &MpiArgs) -> Result<(HostMpi, Vec<PathBuf>), MpiSpecError> {
-    let given_libs = args.mpi_libs.as_deref().map(split);
-    let given_deps = args.mpi_dependency_libs.as_deref().map(split);
+    // `auto` (hpc-hooks.conf's value) is the same as the flag left out.
+    let given = |v: &Option<String>| v.as_deref().filter(|v| *v != "auto").map(split);
+    let given_libs = given(&args.mpi_libs);
+    let given_deps = given(&args.mpi_dependency_libs);
     if let Some(l) = &given_libs {
         check_paths("--mpi-libs", l)?;
     }
@@ -216,8 +221,8 @@ pub fn stack(args: &MpiArgs) -> Result<(HostMpi, Vec<PathBuf>), MpiSpecError> {
     };
     check_paths("--mpi-libs", &stack.mpi_libs)?;
     check_paths("--mpi-dependency-libs", &stack.dependency_libs)?;
-    let binds = match &args.bind_mounts {
-        Some(b) => split(b),
+    let binds = match given(&args.bind_mounts) {
+        Some(b) => b,
         None => ucx_plugin_dir(&stack.dependency_libs),
     };
     check_paths("--bind-mounts", &binds)?;

@@ -226,3 +226,58 @@ fn errors_name_the_object_and_the_way_out() {
         stderr(&o)
     );
 }
+
+#[test]
+fn auto_is_the_default() {
+    let plain = ok(cdi_gen().arg("mpi").output().unwrap(), "cdi-gen mpi");
+    let auto = ok(
+        cdi_gen()
+            .args(["mpi", "--mpi-libs", "auto", "--mpi-dependency-libs", "auto"])
+            .args(["--bind-mounts", "auto"])
+            .output()
+            .unwrap(),
+        "cdi-gen mpi with auto",
+    );
+    assert_eq!(stdout(&plain), stdout(&auto));
+}
+
+/// The refresh unit's command line, with its default Environment= (the conf file's
+/// defaults) expanded as systemd does, runs and writes both specs.
+#[test]
+fn the_refresh_units_command_line_writes_both_specs() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/systemd/cdi-gen-mpi-refresh.service"),
+    )
+    .unwrap();
+    let mut vars = std::collections::BTreeMap::new();
+    for l in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        for kv in l.split_whitespace() {
+            let (k, v) = kv.split_once('=').unwrap();
+            vars.insert(format!("${{{k}}}"), v.to_string());
+        }
+    }
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().display().to_string();
+    let argv: Vec<String> = exec
+        .split_whitespace()
+        .map(|w| {
+            vars.get(w)
+                .cloned()
+                .unwrap_or_else(|| w.replace("/var/run/cdi", &dir))
+        })
+        .collect();
+    assert_eq!(argv[0], "/usr/bin/cdi-gen");
+    assert!(!argv.iter().any(|a| a.contains("${")), "{argv:?}");
+    ok(
+        cdi_gen().args(&argv[1..]).output().unwrap(),
+        "the unit's ExecStart",
+    );
+    for f in ["hpc-hooks-mpi.yaml", "hpc-hooks-glibc.yaml"] {
+        assert!(t.path().join(f).is_file(), "{f} not written");
+    }
+}
