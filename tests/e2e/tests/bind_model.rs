@@ -6,8 +6,7 @@
 
 use e2e_tests::*;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const MODE_ANNOTATION: &str = "com.hooks.mpi.mode";
@@ -109,89 +108,30 @@ fn podman_bind_model_runs_an_image_without_mpi_on_the_host_mpich() {
     assert!(log.contains("bind model"), "hook log: {log}");
 }
 
-/// Starts (or reuses) the one-node Slurm and returns its SLURM_CONF.
-fn slurm_up(launcher: &Path) -> String {
-    for c in ["srun", "slurmctld", "slurmd"] {
-        require_command(c);
-    }
-    let script = workspace_root().join("tests/slurm/slurm-up.sh");
-    let mut c = Command::new("bash");
-    c.arg(&script).env("HPC_RANK_BIN", launcher);
-    let out = run_cmd(c, Duration::from_secs(60));
-    out.assert_success("PREREQUISITE MISSING: tests/slurm/slurm-up.sh could not start Slurm");
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("export SLURM_CONF="))
-        .unwrap_or_else(|| panic!("slurm-up.sh printed no SLURM_CONF:\n{out}"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn srun_two_ranks_of_an_image_without_mpi_form_one_world() {
     let be = bind_env("bind-srun");
     let launcher = hook_bin("hpc-rank");
     let conf = slurm_up(&launcher);
-    let mut c = Command::new(require_command("srun"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLURM_") || k.starts_with("PMI_") || k.starts_with("HYDRA_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("SLURM_CONF", &conf)
-        .args([
-            "-n",
-            "2",
-            "--mpi=pmi2",
-            "-J",
-            "e2e-bind",
-            "--kill-on-bad-exit=1",
-        ])
-        .arg(&launcher)
+    let mut c = srun_pmi2(&conf, 2, "e2e-bind");
+    c.arg(&launcher)
         .arg("--hooks-dir")
         .arg(&be.hooks_d)
         .args(["--annotation", &format!("{MODE_ANNOTATION}=bind")])
         .arg(&be.ov.merged)
         .args([PINGPONG, "2000", "100"]);
     let out = run_cmd(c, Duration::from_secs(150));
-    let show = || {
-        format!(
-            "{out}\n--- hook log:\n{}",
-            fs::read_to_string(&be.log).unwrap_or_default()
-        )
-    };
-    assert!(out.success(), "srun -n 2 hpc-rank (bind model): {}", show());
-    let sizes: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("pingpong: "))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|t| t.strip_prefix("world_size="))
-        .collect();
-    assert_eq!(sizes, ["2"], "one world of two ranks: {}", show());
-    let version = out
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once("mpi_version=MPICH Version:")
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    assert_eq!(version, be.env.host.version, "the host MPICH: {}", show());
-    assert!(
-        out.stdout.contains("pingpong: ok"),
-        "clean finish: {}",
-        show()
+    assert_pingpong_world(
+        &out,
+        2,
+        &be.env.host.version,
+        &be.log,
+        "srun -n 2 hpc-rank, bind model",
     );
     let runs = fs::read_to_string(&be.log)
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("hook=mpi-hook") && l.contains("bind model"))
         .count();
-    assert_eq!(
-        runs,
-        2,
-        "mpi-hook ran the bind model for both ranks: {}",
-        show()
-    );
+    assert_eq!(runs, 2, "mpi-hook ran the bind model for both ranks");
 }

@@ -2,7 +2,9 @@
 //! hpc-hooks.io/mpi=host and hpc-hooks.io/glibc=host into /etc/cdi; podman 4.3 with an
 //! EMPTY hooks directory runs the Debian 11 image without MPI (bind model) and the Debian
 //! 11 MPICH image (replaced) on the host's MPICH through `--device` alone, and without the
-//! glibc device the container fails with the message that names it.
+//! glibc device the container fails with the message that names it. And hpc-rank's
+//! `--device` (allowed through a site's wrapper, unlike `--annotation`) gives two ranks
+//! under `srun --mpi=pmi2` the host MPI from the same specs, with no hooks.d file.
 
 use e2e_tests::*;
 use std::fs;
@@ -108,4 +110,52 @@ fn podman_runs_the_host_mpi_from_cdi_devices_with_an_empty_hooks_dir() {
     drop(nompi);
     drop(ov);
     drop(specs);
+}
+
+#[test]
+fn srun_two_ranks_get_the_host_mpi_from_the_cdi_devices() {
+    let env = hooked_env();
+    let cdi_gen = hook_bin("cdi-gen");
+    let launcher = hook_bin("hpc-rank");
+    let scratch = Scratch::new("cdi-mpi-srun");
+    let log = scratch.path().join("hooks.log");
+    let empty_hooks = scratch.subdir("empty-hooks.d");
+    let spec_dir = scratch.subdir("cdi");
+    let mut c = Command::new(&cdi_gen);
+    c.args(["mpi", "--mpi-libs", &env.host.mpi_libs()])
+        .args(["--mpi-dependency-libs", &env.host.dependency_libs()])
+        .arg("--hook-dir")
+        .arg(hook_bin_dir())
+        .arg("--hook-log-file")
+        .arg(&log)
+        .args(["--hook-log-level", "info", "--output"])
+        .arg(spec_dir.join("hpc-hooks-mpi.yaml"));
+    run_cmd(c, Duration::from_secs(30)).assert_success("cdi-gen mpi");
+    let nompi = image_without_mpi(&scratch, &env.rootfs);
+    let conf = slurm_up(&launcher);
+    let mut c = srun_pmi2(&conf, 2, "e2e-cdi-mpi");
+    c.arg(&launcher)
+        .arg("--hooks-dir")
+        .arg(&empty_hooks)
+        .args(["--no-mpi", "--no-glibc", "--cdi-spec-dir"])
+        .arg(&spec_dir)
+        .args(["--device", "hpc-hooks.io/mpi=host"])
+        .args(["--device", "hpc-hooks.io/glibc=host"])
+        .arg(&nompi.merged)
+        .args(["/usr/local/bin/mpi-pingpong", "2000", "100"]);
+    let out = run_cmd(c, Duration::from_secs(150));
+    assert_pingpong_world(
+        &out,
+        2,
+        &env.host.version,
+        &log,
+        "srun -n 2 hpc-rank --device hpc-hooks.io/mpi=host --device hpc-hooks.io/glibc=host",
+    );
+    let runs = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("hook=mpi-hook") && l.contains("bind model"))
+        .count();
+    assert_eq!(runs, 2, "the CDI devices' mpi-hook ran for both ranks");
+    drop(nompi);
 }
