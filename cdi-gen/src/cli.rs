@@ -91,6 +91,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write the CDI specs of the host MPI stack: hpc-hooks.io/mpi=host and
+    /// hpc-hooks.io/glibc=host (one kind per spec file, so two files; docs/cdi-gen.md).
+    Mpi(Box<crate::mpi::MpiArgs>),
     /// Print NVML's GPU facts as JSON (run by gpu-hook in a clean child process, so the
     /// hook itself never loads driver code).
     #[command(hide = true)]

@@ -1,5 +1,6 @@
 //! `cdi-gen`'s command line as a library: the clap definition ([`cli::Cli`]) that the
 //! binary parses and that `xtask docs` renders as man pages and completions. Discovery,
-//! edits and spec writing live in `gpu_discover`.
+//! edits and spec writing live in `gpu_discover`; [`mpi`] writes the host MPI's specs.
 
 pub mod cli;
+pub mod mpi;

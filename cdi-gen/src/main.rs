@@ -110,6 +110,14 @@ fn main() -> ExitCode {
         Some(Command::Validate { max_version, files }) => {
             print(&gpu_discover::inspect::validate_files(files, *max_version))
         }
+        Some(Command::Mpi(a)) => {
+            let r = cdi_gen::mpi::run(a);
+            match &r {
+                Ok(summary) => tracing::info!("{summary}"),
+                Err(e) => tracing::error!("{e}"),
+            }
+            cdi_gen::mpi::exit_code(&r)
+        }
         Some(Command::NvmlFacts { nvml_lib }) => {
             match gpu_discover::nvidia::nvml::discover(&nvml_lib.clone().into_os_string()) {
                 Ok(facts) => {

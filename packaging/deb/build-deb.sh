@@ -105,6 +105,7 @@ d etc/logrotate.d
 install -m 0644 "$top/packaging/logrotate/hpc-hooks" "$root/etc/logrotate.d/hpc-hooks"
 install -m 0644 "$top"/packaging/hooks.d/*.json.in "$root/usr/share/hpc-hooks/hooks.d/"
 install -m 0644 "$top"/packaging/systemd/cdi-gen-refresh.{service,path} "$root/lib/systemd/system/"
+install -m 0644 "$top"/packaging/systemd/cdi-gen-mpi-refresh.{service,path} "$root/lib/systemd/system/"
 install -m 0644 "$top/packaging/udev/99-cdi-gen.rules" "$root/lib/udev/rules.d/"
 for sec in 1 5 8; do
   [ -d "$docs/man/man$sec" ] || continue

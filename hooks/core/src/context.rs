@@ -115,10 +115,11 @@ pub fn read_state(hook: &str) -> Result<HookState, ContextError> {
 
 impl HookCtx {
     /// Reads the state from stdin and sets everything up. `Ok(None)` when the hook is not
-    /// enabled for this container (`activation` annotation not `true`).
+    /// enabled for this container (`activation` annotation not `true`). `activation`
+    /// `None`: always enabled (a CDI device's hook, in the config only when requested).
     pub fn from_stdin(
         hook: &'static str,
-        activation: &str,
+        activation: Option<&str>,
     ) -> Result<Option<HookCtx>, ContextError> {
         let started = Instant::now();
         // Never depend on the cwd a runtime gives us (runc: the container rootfs).
@@ -129,7 +130,7 @@ impl HookCtx {
 
     pub fn from_state(
         hook: &'static str,
-        activation: &str,
+        activation: Option<&str>,
         state: HookState,
         started: Instant,
     ) -> Result<Option<HookCtx>, ContextError> {
@@ -142,7 +143,7 @@ impl HookCtx {
             }
         };
         logging::init_for_container(hook, &state.id, Some(&config));
-        if !enabled(&config, activation) {
+        if let Some(activation) = activation.filter(|a| !enabled(&config, a)) {
             tracing::info!(
                 "not enabled for this container (annotation {activation}=true absent); nothing to do"
             );

@@ -6,7 +6,7 @@
 
 // The facts (ELF, ld.so.cache, glibc, ABI, host libraries) live in `hpc_facts`; re-exported
 // so `hooks_core::elf` & co. keep working.
-pub use hpc_facts::{abi, elf, glibc, hostlib, ldcache, ldcache_write};
+pub use hpc_facts::{abi, elf, glibc, hostlib, hostmpi, ldcache, ldcache_write};
 
 pub mod config;
 pub mod context;

@@ -12,7 +12,7 @@ use hooks_core::elf::ElfClass;
 use hooks_core::ldcache::{CacheEntry, CacheFormat, LdCache};
 use hooks_core::mountinfo::MountEntry;
 use hooks_core::plan::glibc::{plan_glibc, GlibcAction};
-use hooks_core::plan::mpi::{plan_mpi, MpiConfig};
+use hooks_core::plan::mpi::{mode_from_annotation, plan_mpi, MpiConfig, MpiMode};
 use hooks_core::plan::View;
 use hooks_core::rootfs::Rootfs;
 use test_support::gcc_shared;
@@ -126,6 +126,7 @@ fn mpi_config(f: &Fixture) -> MpiConfig {
             PathBuf::from("/dev/null"),
         ],
         compat: CompatType::Major,
+        mode: MpiMode::Hybrid,
     }
 }
 
@@ -240,4 +241,117 @@ fn image_without_mpi_is_refused_with_the_way_out() {
     assert!(e
         .to_string()
         .ends_with("add `RUN ldconfig` at the end of the image build"));
+}
+
+/// The fixture's image without its MPI (Apptainer's bind model: the application was built
+/// against the MPICH ABI elsewhere): no libmpich file, no cache entry.
+fn remove_image_mpi(f: &Fixture) {
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    std::fs::remove_file(lib.join("libmpich.so.12.1.10")).unwrap();
+    let flags =
+        hooks_core::ldcache_write::cache_flags_for(ElfClass::Elf64, 62).expect("x86-64 flags");
+    let cache = LdCache {
+        format: CacheFormat::New,
+        entries: vec![CacheEntry {
+            soname: "libc.so.6".into(),
+            path: format!("/lib/{TRIPLET}/libc.so.6"),
+            flags,
+            osversion: 0,
+            hwcap: 0,
+        }],
+        generator: None,
+        hwcap_subdirs: vec![],
+    };
+    let bytes = hooks_core::ldcache_write::write(&cache, "fixture").unwrap();
+    std::fs::write(f.rootfs.join("etc/ld.so.cache"), bytes).unwrap();
+}
+
+#[test]
+fn bind_model_adds_the_host_mpi_to_an_image_without_one() {
+    let f = fixture();
+    remove_image_mpi(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let cfg = MpiConfig {
+        mode: MpiMode::Bind,
+        ..mpi_config(&f)
+    };
+    let (plan, injected) = plan_mpi(&rootfs, &cfg).unwrap();
+    check_golden(
+        "mpi-debian11-nompi-bind",
+        include_str!("golden/mpi-debian11-nompi-bind.yaml"),
+        &yaml(&plan, &f),
+    );
+    // Nothing of the image is replaced: both libraries go to the private directory.
+    assert!(plan.replace.is_empty(), "{plan:?}");
+    let added: Vec<&str> = plan.libraries.iter().map(|l| l.soname.as_str()).collect();
+    assert_eq!(added, ["libmpich.so.12", "libfabric.so.1"]);
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(names, ["libmpich.so.12", "libfabric.so.1"]);
+
+    // The same glibc rule as the hybrid model: refused without the glibc annotation (or,
+    // for the CDI device, without the glibc device), the host glibc with it.
+    let view = View {
+        rootfs: &rootfs,
+        mounts: &[],
+    };
+    let glibc = [f.host.join("libc.so.6")];
+    let e = plan_glibc(view, &injected, GlibcAction::Refuse, Some(&glibc)).unwrap_err();
+    assert_eq!(
+        e.to_string().replace(&f.host.display().to_string(), "$HOST"),
+        "the injected host libraries need glibc 2.34 ($HOST/libmpich.so.12 requires GLIBC_2.34) but the container has glibc 2.31; add the annotation com.hooks.glibc.enabled=true (podman --annotation com.hooks.glibc.enabled=true) so that glibc-hook injects the host glibc 2.36"
+    );
+    let e = plan_glibc(view, &injected, GlibcAction::RefuseCdi, Some(&glibc)).unwrap_err();
+    assert_eq!(
+        e.to_string().replace(&f.host.display().to_string(), "$HOST"),
+        "the injected host libraries need glibc 2.34 ($HOST/libmpich.so.12 requires GLIBC_2.34) but the container has glibc 2.31; add the CDI device hpc-hooks.io/glibc=host (podman --device hpc-hooks.io/glibc=host) so that the host glibc 2.36 is injected"
+    );
+    let (gplan, _) = plan_glibc(view, &injected, GlibcAction::Inject, Some(&glibc)).unwrap();
+    assert_eq!(
+        yaml(&gplan, &f),
+        include_str!("golden/glibc-debian11-host-2.36.yaml"),
+        "the host glibc replaces the image's as in the hybrid model"
+    );
+}
+
+#[test]
+fn hybrid_model_refuses_an_image_without_mpi_naming_the_bind_model() {
+    let f = fixture();
+    remove_image_mpi(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no MPI library found in the image's ld.so.cache (looked for libmpich.so for x86-64); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind"
+    );
+}
+
+#[test]
+fn bind_model_keeps_the_hybrid_plan_for_an_image_with_mpi() {
+    let f = fixture();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let cfg = MpiConfig {
+        mode: MpiMode::Bind,
+        ..mpi_config(&f)
+    };
+    let (plan, _) = plan_mpi(&rootfs, &cfg).unwrap();
+    assert_eq!(
+        yaml(&plan, &f),
+        include_str!("golden/mpi-debian11-host-mpich.yaml"),
+        "an image with an MPI gets it replaced, whatever the model"
+    );
+}
+
+#[test]
+fn the_mode_annotation() {
+    assert_eq!(mode_from_annotation(None).unwrap(), MpiMode::Hybrid);
+    assert_eq!(mode_from_annotation(Some("bind")).unwrap(), MpiMode::Bind);
+    assert_eq!(
+        mode_from_annotation(Some(" Hybrid ")).unwrap(),
+        MpiMode::Hybrid
+    );
+    assert_eq!(
+        mode_from_annotation(Some("replace")).unwrap_err().to_string(),
+        "com.hooks.mpi.mode=\"replace\" is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)"
+    );
 }

@@ -24,6 +24,10 @@ use clap::{Parser, Subcommand};
 /// soname. A musl image, another architecture, a library needing GLIBC_PRIVATE or a host
 /// glibc older than the need make container creation fail.
 ///
+/// As the hook of the CDI device hpc-hooks.io/glibc=host (`cdi-gen mpi` writes its spec,
+/// with --cdi and an explicit env) it runs for every container the engine gives the
+/// device to, without annotations.
+///
 /// Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package
 /// writes the hooks.d files from it, so edit the conf file, not the hooks.d files.
 #[derive(Parser, Debug)]
@@ -43,6 +47,11 @@ pub struct Cli {
         hide_default_value = true
     )]
     pub glibc_libs: String,
+    /// Run as the hook of the CDI device hpc-hooks.io/glibc=host: for every container whose
+    /// config lists it (no com.hooks.glibc.enabled annotation needed). Never from the
+    /// environment.
+    #[arg(long)]
+    pub cdi: bool,
 }
 
 #[derive(Subcommand, Debug)]

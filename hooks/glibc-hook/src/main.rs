@@ -10,7 +10,8 @@ use hooks_core::plan::glibc::{glibc_step, GlibcAction, GLIBC_ANNOTATION};
 use hooks_core::plan::View;
 
 fn run(args: Cli) -> anyhow::Result<()> {
-    let Some(ctx) = HookCtx::from_stdin("glibc-hook", GLIBC_ANNOTATION)? else {
+    let activation = (!args.cdi).then_some(GLIBC_ANNOTATION);
+    let Some(ctx) = HookCtx::from_stdin("glibc-hook", activation)? else {
         return Ok(());
     };
     let target = Target::for_hook(&ctx)?;

@@ -86,3 +86,31 @@ fn help_names_the_conf_file_and_one_default() {
         assert_eq!(glibc.matches("default").count(), 1, "{out}");
     }
 }
+
+/// `--cdi` (the hook of the hpc-hooks.io/glibc=host CDI device) runs without the
+/// annotation; without it the hook does nothing for an unannotated container.
+#[test]
+fn cdi_mode_runs_without_the_annotation() {
+    let t = tempfile::tempdir().unwrap();
+    let b = t.path().join("bundle");
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    std::fs::write(
+        b.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["/bin/true"],"env":["PATH=/bin"],"user":{"uid":0,"gid":0}},"annotations":{}}"#,
+    )
+    .unwrap();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"c","status":"creating","pid":0,"bundle":"{}"}}"#,
+        b.display()
+    );
+    let (code, _, _, err) = run(&["glibc-hook", "--log-level", "info"], &[], &state);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("not enabled for this container"), "{err}");
+    let (code, _, _, err) = run(&["glibc-hook", "--cdi", "--log-level", "info"], &[], &state);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("not enabled"), "{err}");
+    assert!(
+        err.contains("glibc: the image's glibc is new enough; nothing replaced; hook=glibc-hook"),
+        "{err}"
+    );
+}

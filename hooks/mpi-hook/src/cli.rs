@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use hooks_core::abi::CompatType;
+use hooks_core::plan::mpi::MpiMode;
+
+fn parse_mode(s: &str) -> Result<MpiMode, String> {
+    s.parse()
+        .map_err(|e: hooks_core::plan::mpi::MpiError| e.to_string())
+}
 
 /// OCI hook that injects the host's MPI into containers annotated com.hooks.mpi.enabled=true.
 ///
@@ -30,6 +36,16 @@ use hooks_core::abi::CompatType;
 /// glibc than the image has, the host glibc is injected if the container is also annotated
 /// com.hooks.glibc.enabled=true; otherwise container creation fails with a message naming
 /// both versions. Nothing from the image is executed.
+///
+/// With the annotation com.hooks.mpi.mode=bind (Apptainer's bind model) an image without
+/// an MPI gets the host MPI libraries and their dependencies in the private library
+/// directory and the regenerated loader cache (the application must be built against the
+/// host MPI's ABI); an image with an MPI is handled as above (hybrid model).
+///
+/// As the hook of the CDI device hpc-hooks.io/mpi=host (`cdi-gen mpi` writes its spec,
+/// with --cdi and an explicit env), it runs for every container the engine gives the
+/// device to, without annotations, and the host glibc is injected only when the
+/// container also has the device hpc-hooks.io/glibc=host.
 ///
 /// Configured by /etc/hpc-hooks/hpc-hooks.conf, see hpc-hooks-configure(8): the package
 /// writes the hooks.d files from it, so edit the conf file, not the hooks.d files.
@@ -73,6 +89,17 @@ pub struct Cli {
         hide_default_value = true
     )]
     pub glibc_libs: String,
+    /// MPI model when the container has no com.hooks.mpi.mode annotation: hybrid (the
+    /// image's MPI is replaced; an image without one is refused) or bind (an image without
+    /// MPI gets the host MPI in the private library directory). Never from the environment.
+    #[arg(long, value_parser = parse_mode, default_value = "hybrid")]
+    pub mode: MpiMode,
+    /// Run as the hook of the CDI device hpc-hooks.io/mpi=host: for every container whose
+    /// config lists it (no com.hooks.mpi.enabled annotation needed); the host glibc is
+    /// injected when the container has the device hpc-hooks.io/glibc=host, else a too old
+    /// image glibc is refused naming that device. Never from the environment.
+    #[arg(long)]
+    pub cdi: bool,
     /// Accepted for Sarus compatibility; the cache is written natively, no ldconfig runs.
     #[arg(long, env = "LDCONFIG_PATH")]
     pub ldconfig_path: Option<PathBuf>,

@@ -9,13 +9,17 @@ use std::process::ExitCode;
 
 use hooks_core::context::{enabled, HookCtx};
 use hooks_core::engine::{self, bind_dir_fd, RealSys, Target};
+use hooks_core::hostmpi::{DEVICE_NAME, GLIBC_DEVICE_ENV};
 use hooks_core::plan::glibc::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
-use hooks_core::plan::mpi::{plan_mpi, MpiConfig, MPI_ANNOTATION};
+use hooks_core::plan::mpi::{
+    mode_from_annotation, plan_mpi, MpiConfig, MPI_ANNOTATION, MPI_MODE_ANNOTATION,
+};
 use hooks_core::plan::View;
 use mpi_hook::cli::Cli;
 
 fn run(args: Cli) -> anyhow::Result<()> {
-    let Some(ctx) = HookCtx::from_stdin("mpi-hook", MPI_ANNOTATION)? else {
+    let activation = (!args.cdi).then_some(MPI_ANNOTATION);
+    let Some(ctx) = HookCtx::from_stdin("mpi-hook", activation)? else {
         return Ok(());
     };
     if let Some(p) = &args.ldconfig_path {
@@ -29,6 +33,10 @@ fn run(args: Cli) -> anyhow::Result<()> {
         dependency_libs: split_paths(&args.mpi_dependency_libs),
         bind_mounts: split_paths(&args.bind_mounts),
         compat: args.mpi_compatibility_type,
+        mode: match ctx.config.annotations.get(MPI_MODE_ANNOTATION) {
+            Some(v) => mode_from_annotation(Some(v))?,
+            None => args.mode,
+        },
     };
     // The job's PMIx directories, when the container's environment names them: opened
     // once without following symlinks, checked on the descriptor, bound from it read-only
@@ -46,11 +54,16 @@ fn run(args: Cli) -> anyhow::Result<()> {
         .unwrap_or_default();
     let pmix_dirs = pmix::pmix_dirs(&env, pmix::hook_uid(), &mounted);
     let (mpi_plan, injected) = plan_mpi(&ctx.rootfs, &cfg)?;
-    let action = if enabled(&ctx.config, GLIBC_ANNOTATION) {
-        GlibcAction::Inject
-    } else {
-        GlibcAction::Refuse
-    };
+    // The glibc annotation, or (CDI) the glibc device's env entry, allows the host glibc.
+    let glibc_device = format!("{GLIBC_DEVICE_ENV}={DEVICE_NAME}");
+    let action =
+        if enabled(&ctx.config, GLIBC_ANNOTATION) || (args.cdi && env.contains(&glibc_device)) {
+            GlibcAction::Inject
+        } else if args.cdi {
+            GlibcAction::RefuseCdi
+        } else {
+            GlibcAction::Refuse
+        };
     let target = Target::for_hook(&ctx)?;
     let view = View {
         rootfs: &ctx.rootfs,
@@ -76,12 +89,13 @@ fn run(args: Cli) -> anyhow::Result<()> {
         }
     }
     ctx.finish_with(&format!(
-        "MPI injected: {} libraries replaced, {} added, {} binds, {} PMIx directories, {} glibc files replaced",
+        "MPI injected: {} libraries replaced, {} added, {} binds, {} PMIx directories, {} glibc files replaced, {} model",
         mpi_plan.replace.len(),
         mpi_plan.libraries.len(),
         mpi_plan.edits.mounts.len() + mpi_plan.edits.device_nodes.len(),
         pmix_bound,
-        glibc_files
+        glibc_files,
+        cfg.mode
     ));
     Ok(())
 }

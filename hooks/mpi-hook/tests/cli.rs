@@ -348,3 +348,39 @@ fn packaged_logrotate_covers_the_default_log_file() {
         "{conffiles}"
     );
 }
+
+/// `--cdi` (the hook of the hpc-hooks.io/mpi=host CDI device) runs without the
+/// annotation: here it gets as far as its configuration, which the spec's env gives.
+#[test]
+fn cdi_mode_needs_no_annotation_and_the_mode_annotation_is_checked() {
+    let (_t, b) = bundle(r#""com.other":"x""#);
+    let o = run(&["mpi-hook"], &[], Some(&state("c-plain", &b)));
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""));
+    let o = run(&["mpi-hook", "--cdi"], &[], Some(&state("c-cdi", &b)));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("MPI_LIBS is empty"), "{}", o.stderr);
+    // Neither --cdi nor --mode is read from the environment (runc may hand a hook the
+    // container's).
+    let o = run(
+        &["mpi-hook"],
+        &[("CDI", "true"), ("MPI_HOOK_CDI", "1"), ("MODE", "bind")],
+        Some(&state("c-env", &b)),
+    );
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""));
+    let o = run(&["mpi-hook", "--mode", "replace"], &[], Some("{}"));
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr
+            .contains("com.hooks.mpi.mode=\"replace\" is not an MPI model"),
+        "{}",
+        o.stderr
+    );
+    let (_t, b) = bundle(r#""com.hooks.mpi.enabled":"true","com.hooks.mpi.mode":"bnd""#);
+    let o = run(&["mpi-hook"], &[], Some(&state("c-mode", &b)));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("com.hooks.mpi.mode=\"bnd\" is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)"),
+        "{}",
+        o.stderr
+    );
+}

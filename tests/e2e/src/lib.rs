@@ -17,7 +17,8 @@
 //! Modules, by concern: `binaries` (host commands, hook binaries), `rootfs` (the cached
 //! test rootfs), `mpi` (the host MPICH), `scratch` (lock, ids, scratch dirs), `process`
 //! (running commands), `hooks` (hook objects, hooks.d, hook logs), `overlay`, `bundle`
-//! (runc, crun), `podman`, `mounts` and `snapshot` (host-side observation). Everything
+//! (runc, crun), `podman`, `slurm` (the one-node Slurm), `mounts` and `snapshot`
+//! (host-side observation). Everything
 //! public is re-exported here, so tests `use e2e_tests::...` without module paths.
 
 mod binaries;
@@ -30,6 +31,7 @@ mod podman;
 mod process;
 mod rootfs;
 mod scratch;
+mod slurm;
 mod snapshot;
 
 pub use binaries::*;
@@ -42,4 +44,5 @@ pub use podman::*;
 pub use process::*;
 pub use rootfs::*;
 pub use scratch::*;
+pub use slurm::*;
 pub use snapshot::*;

@@ -19,6 +19,8 @@ pub struct PodmanRun<'a> {
     pub env: Vec<String>,
     pub args: Vec<String>,
     pub log: Option<PathBuf>,
+    /// `--device` arguments (CDI devices: `vendor/class=name`).
+    pub devices: Vec<String>,
 }
 
 impl<'a> PodmanRun<'a> {
@@ -30,6 +32,7 @@ impl<'a> PodmanRun<'a> {
             env: Vec::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log: None,
+            devices: Vec::new(),
         }
     }
 
@@ -57,6 +60,12 @@ impl<'a> PodmanRun<'a> {
         }
     }
 
+    /// Adds `--device NAME` (a CDI device, resolved by podman from /etc/cdi, /var/run/cdi).
+    pub fn device(mut self, name: &str) -> Self {
+        self.devices.push(name.into());
+        self
+    }
+
     pub fn hook_log(mut self, log: &Path) -> Self {
         self.log = Some(log.to_path_buf());
         self
@@ -78,6 +87,9 @@ impl<'a> PodmanRun<'a> {
             ]);
         for (k, v) in &self.annotations {
             c.arg("--annotation").arg(format!("{k}={v}"));
+        }
+        for d in &self.devices {
+            c.arg("--device").arg(d);
         }
         for e in &self.env {
             c.arg("--env").arg(e);

@@ -202,6 +202,8 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
     );
     assert!(
         Path::new("/lib/systemd/system/cdi-gen-refresh.path").is_file()
+            && Path::new("/lib/systemd/system/cdi-gen-mpi-refresh.path").is_file()
+            && Path::new("/lib/systemd/system/cdi-gen-mpi-refresh.service").is_file()
             && Path::new("/lib/udev/rules.d/99-cdi-gen.rules").is_file(),
         "units or udev rule missing"
     );

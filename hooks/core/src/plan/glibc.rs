@@ -33,6 +33,15 @@ pub enum GlibcError {
         have: GlibcVersion,
         host: String,
     },
+    #[error("the injected host libraries need glibc {need} ({by} requires {name}) but the container has glibc {have}; add the CDI device {device} (podman --device {device}) so that the host glibc {host} is injected")]
+    NeedsGlibcDevice {
+        need: GlibcVersion,
+        by: String,
+        name: String,
+        have: GlibcVersion,
+        host: String,
+        device: &'static str,
+    },
     #[error("{by} needs GLIBC_PRIVATE symbols: it only works with the exact glibc build it was linked against; remove it from the injected libraries")]
     Private { by: String },
     #[error("the container rootfs uses musl libc ({musl}); glibc-linked host libraries ({by}) cannot be injected into it. Use a glibc-based image (Debian, Ubuntu, RHEL, ...)")]
@@ -74,6 +83,9 @@ pub enum GlibcAction {
     Inject,
     /// Fail with a message telling the user to enable glibc-hook.
     Refuse,
+    /// Fail with a message naming the CDI device that injects the host glibc (a hook of
+    /// the `hpc-hooks.io/mpi` CDI device without `hpc-hooks.io/glibc`).
+    RefuseCdi,
 }
 
 /// The highest need over a set of objects.
@@ -413,13 +425,24 @@ pub fn plan_glibc(
     let host_v = std::fs::File::open(&host_libc.real)
         .ok()
         .and_then(|f| version_of(&f, &host_libc.facts, &host_libc.real, None));
+    let host_s = || host_v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
     if action == GlibcAction::Refuse {
         return Err(GlibcError::NeedsGlibcHook {
             need: need_v,
             by: need.by,
             name: need.name,
             have,
-            host: host_v.map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
+            host: host_s(),
+        });
+    }
+    if action == GlibcAction::RefuseCdi {
+        return Err(GlibcError::NeedsGlibcDevice {
+            need: need_v,
+            by: need.by,
+            name: need.name,
+            have,
+            host: host_s(),
+            device: hpc_facts::hostmpi::GLIBC_DEVICE,
         });
     }
     let host_v = host_v.ok_or_else(|| GlibcError::UnknownVersion {

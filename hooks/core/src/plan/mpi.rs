@@ -1,6 +1,8 @@
 //! mpi-hook's planning: Sarus's configuration contract (`MPI_LIBS`, `MPI_DEPENDENCY_LIBS`,
 //! `BIND_MOUNTS`, `MPI_COMPATIBILITY_TYPE`), matching host libraries with the container's
 //! ld.so.cache entries of the same linker name and architecture, and the ABI rules.
+//! Two models (Apptainer's names): hybrid replaces the image's MPI; bind (annotation
+//! `com.hooks.mpi.mode=bind`) also serves an image without MPI from the private lib dir.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,44 @@ use crate::plan::host_str;
 use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
+/// The annotation that chooses the MPI model: `hybrid` (default) or `bind`.
+pub const MPI_MODE_ANNOTATION: &str = "com.hooks.mpi.mode";
+
+/// Apptainer's two MPI models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MpiMode {
+    /// The image has an MPI; the host's replaces it (an image without MPI is refused).
+    #[default]
+    Hybrid,
+    /// As hybrid when the image has an MPI; otherwise the host MPI and its dependencies
+    /// are added in the hooks' private library directory and the regenerated cache.
+    Bind,
+}
+
+impl std::fmt::Display for MpiMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MpiMode::Hybrid => "hybrid",
+            MpiMode::Bind => "bind",
+        })
+    }
+}
+
+impl std::str::FromStr for MpiMode {
+    type Err = MpiError;
+    fn from_str(s: &str) -> Result<Self, MpiError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(MpiMode::Hybrid),
+            "bind" => Ok(MpiMode::Bind),
+            _ => Err(MpiError::Mode(s.to_string())),
+        }
+    }
+}
+
+/// The model a container asks for with [`MPI_MODE_ANNOTATION`] (absent: hybrid).
+pub fn mode_from_annotation(value: Option<&str>) -> Result<MpiMode, MpiError> {
+    value.map_or(Ok(MpiMode::Hybrid), str::parse)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MpiError {
@@ -25,7 +65,7 @@ pub enum MpiError {
     NoMpiLibs,
     #[error("the image has no usable /etc/ld.so.cache ({0}); the hook finds the image's MPI through it: add `RUN ldconfig` at the end of the image build")]
     NoCache(String),
-    #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build")]
+    #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind")]
     NoContainerMpi { names: String, arch: String },
     #[error("host MPI library {host} (version {hv}) is not ABI-compatible with the image's {container} (version {cv}): {why}. Use an image built with an MPI of the host's ABI, or change MPI_COMPATIBILITY_TYPE (now {ty})")]
     Incompatible {
@@ -36,6 +76,8 @@ pub enum MpiError {
         why: String,
         ty: CompatType,
     },
+    #[error("{MPI_MODE_ANNOTATION}={0:?} is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)")]
+    Mode(String),
     #[error("BIND_MOUNTS entry {path}: {message}")]
     BindMount { path: PathBuf, message: String },
     #[error("host library {path} has no loader-cache architecture (ELF class {class:?}, machine {machine}); it cannot be injected")]
@@ -59,6 +101,7 @@ pub struct MpiConfig {
     pub dependency_libs: Vec<PathBuf>,
     pub bind_mounts: Vec<PathBuf>,
     pub compat: CompatType,
+    pub mode: MpiMode,
 }
 
 /// A container library that may be replaced.
@@ -204,7 +247,12 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
         }
         injected.push(host);
     }
-    if !any_counterpart {
+    if !any_counterpart && cfg.mode == MpiMode::Bind {
+        tracing::info!(
+            "bind model: the image has no MPI ({}); the host MPI goes into the private library directory",
+            mpi_names.join(", ")
+        );
+    } else if !any_counterpart {
         let arch = pending_add
             .first()
             .map(|h| elf::machine_name(h.facts.machine))
