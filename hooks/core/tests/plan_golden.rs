@@ -241,3 +241,110 @@ fn image_without_mpi_is_refused_with_the_way_out() {
         .to_string()
         .ends_with("add `RUN ldconfig` at the end of the image build"));
 }
+
+/// Open MPI as Debian ships it, in `dir`: `libmpi.so.40` -> `libmpi.so.<version>` needing
+/// `libopen-pal.so.40` -> `libopen-pal.so.<version>`.
+fn open_mpi(dir: &Path, version: &str) {
+    let pal = dir.join(format!("libopen-pal.so.{version}"));
+    gcc_shared(
+        "int opal_init(void) { return 0; }\n",
+        &pal,
+        "libopen-pal.so.40",
+    );
+    link(
+        &format!("libopen-pal.so.{version}"),
+        &dir.join("libopen-pal.so.40"),
+    );
+    test_support::gcc_shared_needing(
+        "int opal_init(void);\nint MPI_Init(int *c, char ***v) { (void)c; (void)v; return opal_init(); }\n",
+        &dir.join(format!("libmpi.so.{version}")),
+        "libmpi.so.40",
+        &[&pal],
+    );
+    link(&format!("libmpi.so.{version}"), &dir.join("libmpi.so.40"));
+}
+
+/// Rewrites the image's loader cache with `sonames` (all under /lib/<triplet>).
+fn image_cache(f: &Fixture, sonames: &[&str]) {
+    let flags =
+        hooks_core::ldcache_write::cache_flags_for(ElfClass::Elf64, 62).expect("x86-64 flags");
+    let cache = LdCache {
+        format: CacheFormat::New,
+        entries: sonames
+            .iter()
+            .map(|s| CacheEntry {
+                soname: s.to_string(),
+                path: format!("/lib/{TRIPLET}/{s}"),
+                flags,
+                osversion: 0,
+                hwcap: 0,
+            })
+            .collect(),
+        generator: None,
+        hwcap_subdirs: vec![],
+    };
+    let bytes = hooks_core::ldcache_write::write(&cache, "fixture").unwrap();
+    std::fs::write(f.rootfs.join("etc/ld.so.cache"), bytes).unwrap();
+}
+
+/// A host offering both families (Debian 12 with MPICH 4.0.2 and Open MPI 4.1.4).
+fn both_families(f: &Fixture) -> MpiConfig {
+    open_mpi(&f.host, "40.30.4");
+    let mut cfg = mpi_config(f);
+    cfg.mpi_libs.insert(0, f.host.join("libmpi.so.40"));
+    cfg.dependency_libs.push(f.host.join("libopen-pal.so.40"));
+    cfg
+}
+
+#[test]
+fn host_with_both_families_gives_an_mpich_image_only_mpich() {
+    let f = fixture();
+    let cfg = both_families(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, injected) = plan_mpi(&rootfs, &cfg).unwrap();
+    // Open MPI and the dependency only it needs are left out: the very plan of a host
+    // with MPICH alone.
+    assert_eq!(
+        yaml(&plan, &f),
+        include_str!("golden/mpi-debian11-host-mpich.yaml")
+    );
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(names, ["libmpich.so.12", "libfabric.so.1"]);
+}
+
+#[test]
+fn open_mpi_image_gets_the_host_open_mpi_and_its_libraries() {
+    let f = fixture();
+    let cfg = both_families(&f);
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    open_mpi(&lib, "40.30.0");
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    image_cache(&f, &["libmpi.so.40", "libopen-pal.so.40", "libc.so.6"]);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, injected) = plan_mpi(&rootfs, &cfg).unwrap();
+    check_golden(
+        "mpi-openmpi-image-host-both",
+        include_str!("golden/mpi-openmpi-image-host-both.yaml"),
+        &yaml(&plan, &f),
+    );
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(
+        names,
+        ["libmpi.so.40", "libfabric.so.1", "libopen-pal.so.40"]
+    );
+}
+
+#[test]
+fn open_mpi_image_on_an_mpich_host_is_refused_naming_both() {
+    let f = fixture();
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    open_mpi(&lib, "40.30.0");
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    image_cache(&f, &["libmpi.so.40", "libopen-pal.so.40", "libc.so.6"]);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the image's MPI is Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x), but the host offers MPICH ABI (libmpich.so.12.2.2): another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's Open MPI to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI"
+    );
+}

@@ -1,14 +1,17 @@
 //! mpi-hook's planning: Sarus's configuration contract (`MPI_LIBS`, `MPI_DEPENDENCY_LIBS`,
 //! `BIND_MOUNTS`, `MPI_COMPATIBILITY_TYPE`), matching host libraries with the container's
-//! ld.so.cache entries of the same linker name and architecture, and the ABI rules.
+//! ld.so.cache entries of the same linker name and architecture, and the ABI rules, within
+//! one MPI family (MPICH ABI or Open MPI): host libraries of a family the image does not
+//! have are left out, with the dependencies only they need; an image of another family is
+//! refused.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use cdi_specs::plan::{DeviceRule, Library, Plan, Replace};
 use cdi_specs::types::{DeviceNode as CdiNode, Mount};
 
-use crate::abi::{self, CompatType, Verdict};
+use crate::abi::{self, CompatType, MpiFamily, Verdict};
 use crate::devices::{self, DeviceNode};
 use crate::elf;
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
@@ -27,6 +30,12 @@ pub enum MpiError {
     NoCache(String),
     #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build")]
     NoContainerMpi { names: String, arch: String },
+    #[error("the image's MPI is {image}, but the host offers {host}: another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's {image_family} to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI")]
+    CrossFamily {
+        image: String,
+        host: String,
+        image_family: MpiFamily,
+    },
     #[error("host MPI library {host} (version {hv}) is not ABI-compatible with the image's {container} (version {cv}): {why}. Use an image built with an MPI of the host's ABI, or change MPI_COMPATIBILITY_TYPE (now {ty})")]
     Incompatible {
         host: PathBuf,
@@ -142,6 +151,109 @@ pub fn container_counterparts(
     Ok(out)
 }
 
+/// An MPI the image has in its loader cache.
+#[derive(Debug, Clone)]
+pub struct ImageMpi {
+    pub family: MpiFamily,
+    /// The real file inside the rootfs.
+    pub real: PathBuf,
+    pub version: Vec<u32>,
+}
+
+impl ImageMpi {
+    pub fn describe(&self) -> String {
+        let name = self
+            .real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        abi::describe_mpi(self.family, &name, &self.version)
+    }
+}
+
+/// The MPIs in the image's cache for the ELF class and machine of `like`, each file once:
+/// entries with an MPI's name whose file (read in-root, bounded) is an MPI of a family.
+pub fn image_mpis(rootfs: &Rootfs, cache: &LdCache, like: &HostLib) -> Vec<ImageMpi> {
+    let mut out: Vec<ImageMpi> = Vec::new();
+    for e in &cache.entries {
+        if e.hwcap != 0 || !e.arch().matches_elf(like.facts.class, like.facts.machine) {
+            continue;
+        }
+        let Some(n) = abi::parse_lib_name(&e.soname) else {
+            continue;
+        };
+        // Names first (no file read): only a possible MPI is opened.
+        if abi::mpi_family(&n.linker_name, &n.version, &[]).is_none()
+            && n.linker_name != "libmpi.so"
+        {
+            continue;
+        }
+        let path = PathBuf::from(&e.path);
+        let (Ok(chain), Ok(real)) = (rootfs.link_chain(&path), rootfs.real_path(&path)) else {
+            continue;
+        };
+        if out.iter().any(|m| m.real == real) {
+            continue;
+        }
+        let Ok(file) = rootfs.open_read(&real) else {
+            continue;
+        };
+        let Ok(facts) = elf::read_file(&file, MAX_ELF_BYTES) else {
+            continue;
+        };
+        if facts.class != like.facts.class || facts.machine != like.facts.machine {
+            continue;
+        }
+        let mut names = vec![e.soname.clone()];
+        names.extend(
+            chain
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
+        let version = abi::version_from_chain(names.iter().map(String::as_str));
+        if let Some(family) = abi::mpi_family(&n.linker_name, &version, &facts.needed) {
+            out.push(ImageMpi {
+                family,
+                real,
+                version,
+            });
+        }
+    }
+    out
+}
+
+/// The family of a host library (`None`: not an MPI by name, e.g. a vendor add-on).
+pub fn host_family(host: &HostLib) -> Option<MpiFamily> {
+    abi::mpi_family(&host.linker_name, &host.version, &host.facts.needed)
+}
+
+fn describe_host(host: &HostLib, family: MpiFamily) -> String {
+    let name = host
+        .real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    abi::describe_mpi(family, &name, &host.version)
+}
+
+/// Sonames reachable from `roots` through DT_NEEDED, within the configured libraries.
+fn reachable(roots: &[&HostLib], deps: &[HostLib]) -> HashSet<String> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut todo: Vec<&str> = roots
+        .iter()
+        .flat_map(|h| h.facts.needed.iter().map(String::as_str))
+        .collect();
+    while let Some(n) = todo.pop() {
+        if !seen.insert(n.to_string()) {
+            continue;
+        }
+        for d in deps.iter().filter(|d| d.soname() == n) {
+            todo.extend(d.facts.needed.iter().map(String::as_str));
+        }
+    }
+    seen
+}
+
 fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
     let flags = cache_flags_for(host.facts.class, host.facts.machine).ok_or_else(|| {
         MpiError::UnknownArch {
@@ -164,15 +276,76 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
         return Err(MpiError::NoMpiLibs);
     }
     let cache = crate::plan::container_cache(rootfs).map_err(MpiError::NoCache)?;
+    let hosts = cfg
+        .mpi_libs
+        .iter()
+        .map(|p| hostlib::inspect(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The families on both sides: the host's MPI libraries of a family the image lacks are
+    // left out; no family in common is a refusal naming both.
+    let image = hosts
+        .first()
+        .map(|h| image_mpis(rootfs, &cache, h))
+        .unwrap_or_default();
+    let image_families: BTreeSet<MpiFamily> = image.iter().map(|m| m.family).collect();
+    let host_families: BTreeSet<MpiFamily> = hosts.iter().filter_map(host_family).collect();
+    if !image_families.is_empty()
+        && !host_families.is_empty()
+        && image_families.is_disjoint(&host_families)
+    {
+        let image_family = image[0].family;
+        return Err(MpiError::CrossFamily {
+            image: image
+                .iter()
+                .map(ImageMpi::describe)
+                .collect::<Vec<_>>()
+                .join(", "),
+            host: hosts
+                .iter()
+                .filter_map(|h| host_family(h).map(|f| describe_host(h, f)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            image_family,
+        });
+    }
     let mut plan = Plan::default();
     let mut injected = Vec::new();
     let mut any_counterpart = false;
     let mut mpi_names = Vec::new();
     let mut pending_add = Vec::new();
-    for p in &cfg.mpi_libs {
-        let host = hostlib::inspect(p)?;
+    let mut used: Vec<HostLib> = Vec::new();
+    let mut unused: Vec<HostLib> = Vec::new();
+    for host in hosts {
         mpi_names.push(host.linker_name.clone());
-        let cands = container_counterparts(rootfs, &cache, &host)?;
+        let family = host_family(&host);
+        if let Some(f) =
+            family.filter(|f| !image_families.is_empty() && !image_families.contains(f))
+        {
+            tracing::info!(
+                "host {} ({}) left out: the image's MPI is {}",
+                host.path.display(),
+                describe_host(&host, f),
+                image
+                    .iter()
+                    .map(ImageMpi::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            unused.push(host);
+            continue;
+        }
+        // Within the family: an image file of another family is never a counterpart
+        // (MPICH's libmpi.so.12 and Open MPI's libmpi.so.40 share a linker name).
+        let cands: Vec<ContainerLib> = container_counterparts(rootfs, &cache, &host)?
+            .into_iter()
+            .filter(|c| {
+                family.is_none()
+                    || image
+                        .iter()
+                        .find(|m| m.real == c.real)
+                        .is_none_or(|m| Some(m.family) == family)
+            })
+            .collect();
         if cands.is_empty() {
             pending_add.push(host);
             continue;
@@ -202,11 +375,13 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
                 container_path: host_str(&c.real),
             });
         }
+        used.push(host.clone());
         injected.push(host);
     }
     if !any_counterpart {
         let arch = pending_add
             .first()
+            .or(unused.first())
             .map(|h| elf::machine_name(h.facts.machine))
             .unwrap_or("?");
         return Err(MpiError::NoContainerMpi {
@@ -216,10 +391,32 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
     }
     for host in pending_add {
         plan.libraries.push(add_lib(&host)?);
+        used.push(host.clone());
         injected.push(host);
     }
-    for p in &cfg.dependency_libs {
-        let host = hostlib::inspect(p)?;
+    // Dependencies only the left-out family needs are left out with it.
+    let deps = cfg
+        .dependency_libs
+        .iter()
+        .map(|p| hostlib::inspect(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let only_unused: HashSet<String> = if unused.is_empty() {
+        HashSet::new()
+    } else {
+        let of_used = reachable(&used.iter().collect::<Vec<_>>(), &deps);
+        reachable(&unused.iter().collect::<Vec<_>>(), &deps)
+            .into_iter()
+            .filter(|n| !of_used.contains(n))
+            .collect()
+    };
+    for host in deps {
+        if only_unused.contains(&host.soname()) {
+            tracing::info!(
+                "dependency {} left out: only the host's MPI of another family needs it",
+                host.path.display()
+            );
+            continue;
+        }
         let cands = container_counterparts(rootfs, &cache, &host)?;
         let mut replaced = false;
         for c in &cands {
