@@ -348,3 +348,73 @@ fn open_mpi_image_on_an_mpich_host_is_refused_naming_both() {
         "the image's MPI is Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x), but the host offers MPICH ABI (libmpich.so.12.2.2): another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's Open MPI to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI"
     );
 }
+
+/// Moves the image's MPICH to `/opt/mpich/lib` (out of its loader cache) and builds
+/// `/opt/app/bin/hello` linked to it with `RUNPATH=$ORIGIN/../../mpich/lib`.
+fn mpich_under_opt(f: &Fixture) {
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    let opt = f.rootfs.join("opt/mpich/lib");
+    let bin = f.rootfs.join("opt/app/bin");
+    std::fs::create_dir_all(&opt).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::rename(
+        lib.join("libmpich.so.12.1.10"),
+        opt.join("libmpich.so.12.1.10"),
+    )
+    .unwrap();
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    link("libmpich.so.12.1.10", &opt.join("libmpich.so.12"));
+    image_cache(f, &["libc.so.6"]);
+    let c = bin.join("hello.c");
+    std::fs::write(
+        &c,
+        "int MPI_Init(int *c, char ***v);\nint main(void) { return MPI_Init(0, 0); }\n",
+    )
+    .unwrap();
+    let st = std::process::Command::new("gcc")
+        .arg("-o")
+        .arg(bin.join("hello"))
+        .arg(&c)
+        .arg("-Wl,--no-as-needed,--enable-new-dtags")
+        .arg(opt.join("libmpich.so.12.1.10"))
+        .arg("-Wl,-rpath,$ORIGIN/../../mpich/lib")
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc hello");
+    std::fs::remove_file(&c).unwrap();
+}
+
+#[test]
+fn mpich_outside_the_loader_cache_is_found_through_the_programs_runpath() {
+    use hooks_core::plan::loader::Process;
+    use hooks_core::plan::mpi::plan_mpi_for;
+    let f = fixture();
+    mpich_under_opt(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let env = vec!["PATH=/usr/bin:/opt/app/bin".to_string()];
+    let process = Process {
+        program: "hello",
+        env: &env,
+        cwd: "/",
+    };
+    let (plan, _) = plan_mpi_for(&rootfs, &mpi_config(&f), Some(&process)).unwrap();
+    check_golden(
+        "mpi-opt-runpath-host-mpich",
+        include_str!("golden/mpi-opt-runpath-host-mpich.yaml"),
+        &yaml(&plan, &f),
+    );
+    // Without the process (or with a program that does not load it) it stays unfound.
+    let e = plan_mpi_for(&rootfs, &mpi_config(&f), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("no MPI library found in the image's ld.so.cache"),
+        "{e}"
+    );
+    let other = Process {
+        program: "/bin/true",
+        env: &env,
+        cwd: "/",
+    };
+    let e = plan_mpi_for(&rootfs, &mpi_config(&f), Some(&other)).unwrap_err();
+    assert!(e.to_string().starts_with("no MPI library found"), "{e}");
+}

@@ -18,6 +18,7 @@ use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
 use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
 use crate::plan::host_str;
+use crate::plan::loader::{self, Process};
 use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
@@ -28,8 +29,13 @@ pub enum MpiError {
     NoMpiLibs,
     #[error("the image has no usable /etc/ld.so.cache ({0}); the hook finds the image's MPI through it: add `RUN ldconfig` at the end of the image build")]
     NoCache(String),
-    #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build")]
-    NoContainerMpi { names: String, arch: String },
+    #[error("no MPI library found in the image's ld.so.cache{program} (looked for {names} for {arch}); the image must contain an MPI of the host's family (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache or loaded by the container's program (RUNPATH, RPATH, LD_LIBRARY_PATH): install it and add `RUN ldconfig` at the end of the image build")]
+    NoContainerMpi {
+        names: String,
+        arch: String,
+        /// `, nor among the libraries /opt/app/bin/hello loads` when the program was followed.
+        program: String,
+    },
     #[error("the image's MPI is {image}, but the host offers {host}: another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's {image_family} to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI")]
     CrossFamily {
         image: String,
@@ -155,6 +161,8 @@ pub fn container_counterparts(
 #[derive(Debug, Clone)]
 pub struct ImageMpi {
     pub family: MpiFamily,
+    /// Linker names it is known by (the cache entry's or needed name's, the real file's).
+    pub linker_names: Vec<String>,
     /// The real file inside the rootfs.
     pub real: PathBuf,
     pub version: Vec<u32>,
@@ -214,7 +222,65 @@ pub fn image_mpis(rootfs: &Rootfs, cache: &LdCache, like: &HostLib) -> Vec<Image
         if let Some(family) = abi::mpi_family(&n.linker_name, &version, &facts.needed) {
             out.push(ImageMpi {
                 family,
+                linker_names: linker_names(&names),
                 real,
+                version,
+            });
+        }
+    }
+    out
+}
+
+/// The distinct linker names of a chain of library names.
+fn linker_names(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if let Some(l) = abi::parse_lib_name(n) {
+            if !out.contains(&l.linker_name) {
+                out.push(l.linker_name);
+            }
+        }
+    }
+    out
+}
+
+/// The MPIs the container's program loads from outside the loader cache (RUNPATH, RPATH,
+/// LD_LIBRARY_PATH: Spack, EasyBuild and `/opt` prefixes), found as the loader would.
+pub fn program_mpis(rootfs: &Rootfs, cache: &LdCache, process: &Process<'_>) -> Vec<ImageMpi> {
+    let found = match loader::program_libraries(rootfs, cache, process) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!("not looking for an MPI outside the loader cache: {e}");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<ImageMpi> = Vec::new();
+    for f in found {
+        if out.iter().any(|m| m.real == f.real) {
+            continue;
+        }
+        let mut names = vec![f.needed.clone()];
+        if let Ok(chain) = rootfs.link_chain(&f.path) {
+            names.extend(
+                chain
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+            );
+        }
+        let version = abi::version_from_chain(names.iter().map(String::as_str));
+        let Some(n) = abi::parse_lib_name(&f.needed) else {
+            continue;
+        };
+        if let Some(family) = abi::mpi_family(&n.linker_name, &version, &f.facts.needed) {
+            tracing::info!(
+                "the image's MPI {} is outside its loader cache: found as the container's program loads it ({})",
+                f.real.display(),
+                f.path.display()
+            );
+            out.push(ImageMpi {
+                family,
+                linker_names: linker_names(&names),
+                real: f.real,
                 version,
             });
         }
@@ -272,6 +338,16 @@ fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
 /// Plans the MPI injection. Returns the plan and every host library it injects (for
 /// the glibc decision).
 pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), MpiError> {
+    plan_mpi_for(rootfs, cfg, None)
+}
+
+/// [`plan_mpi`] for a container whose process is known: when the image's loader cache has
+/// no MPI, the MPI its program loads (through RUNPATH and the like) is the one replaced.
+pub fn plan_mpi_for(
+    rootfs: &Rootfs,
+    cfg: &MpiConfig,
+    process: Option<&Process<'_>>,
+) -> Result<(Plan, Vec<HostLib>), MpiError> {
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
@@ -283,10 +359,14 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
         .collect::<Result<Vec<_>, _>>()?;
     // The families on both sides: the host's MPI libraries of a family the image lacks are
     // left out; no family in common is a refusal naming both.
-    let image = hosts
+    let mut image = hosts
         .first()
         .map(|h| image_mpis(rootfs, &cache, h))
         .unwrap_or_default();
+    let from_program = image.is_empty() && process.is_some();
+    if let (true, Some(p)) = (from_program, process) {
+        image = program_mpis(rootfs, &cache, p);
+    }
     let image_families: BTreeSet<MpiFamily> = image.iter().map(|m| m.family).collect();
     let host_families: BTreeSet<MpiFamily> = hosts.iter().filter_map(host_family).collect();
     if !image_families.is_empty()
@@ -336,7 +416,20 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
         }
         // Within the family: an image file of another family is never a counterpart
         // (MPICH's libmpi.so.12 and Open MPI's libmpi.so.40 share a linker name).
-        let cands: Vec<ContainerLib> = container_counterparts(rootfs, &cache, &host)?
+        let found = if from_program {
+            image
+                .iter()
+                .filter(|m| m.linker_names.contains(&host.linker_name))
+                .map(|m| ContainerLib {
+                    path: m.real.clone(),
+                    real: m.real.clone(),
+                    version: m.version.clone(),
+                })
+                .collect()
+        } else {
+            container_counterparts(rootfs, &cache, &host)?
+        };
+        let cands: Vec<ContainerLib> = found
             .into_iter()
             .filter(|c| {
                 family.is_none()
@@ -384,9 +477,14 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
             .or(unused.first())
             .map(|h| elf::machine_name(h.facts.machine))
             .unwrap_or("?");
+        let program = match process {
+            Some(p) => format!(", nor among the libraries its program {} loads", p.program),
+            None => String::new(),
+        };
         return Err(MpiError::NoContainerMpi {
             names: mpi_names.join(", "),
             arch: arch.into(),
+            program,
         });
     }
     for host in pending_add {
