@@ -162,9 +162,127 @@ pub fn check(host: &[u32], container: &[u32], ty: CompatType) -> Verdict {
     }
 }
 
+/// The MPI ABI families a host library can replace within. Across families nothing is
+/// compatible: an image built on Open MPI cannot run on MPICH, whatever the versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MpiFamily {
+    /// The MPICH ABI (ABI 12): MPICH >= 3.1, Cray MPICH, Intel MPI, MVAPICH2 and others
+    /// (`libmpi.so.12`, `libmpich.so.12`, vendor names like `libmpich_gnu_91.so.12`,
+    /// `libmpi_cray.so.12`).
+    Mpich,
+    /// Open MPI (`libmpi.so.40` for 3.x to 5.x, `libmpi.so.20` for 2.x), recognised by its
+    /// companion libraries (`libopen-pal`, `libopen-rte`) or those sonames.
+    OpenMpi,
+}
+
+impl fmt::Display for MpiFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MpiFamily::Mpich => "MPICH ABI",
+            MpiFamily::OpenMpi => "Open MPI",
+        })
+    }
+}
+
+/// The MPI family of a library named `linker_name` (`libmpi.so`) with `version` that
+/// needs `needed` (its DT_NEEDED), or `None` for a library that is not an MPI.
+pub fn mpi_family(linker_name: &str, version: &[u32], needed: &[String]) -> Option<MpiFamily> {
+    // The MPI itself, not its language bindings (libmpichcxx, libmpichfort, libmpi_cxx,
+    // libmpi_mpifh, libmpi_usempif08, ...), which follow the library they need.
+    let bindings = ["libmpichcxx", "libmpichfort", "libmpichf90"];
+    let is_mpi_name = linker_name == "libmpi.so"
+        || (linker_name.starts_with("libmpich")
+            && !bindings.iter().any(|b| linker_name.starts_with(b)))
+        || linker_name.starts_with("libmpi_cray");
+    if !is_mpi_name {
+        return None;
+    }
+    let open_mpi_companion = needed.iter().any(|n| {
+        n.starts_with("libopen-pal.so")
+            || n.starts_with("libopen-rte.so")
+            || n.starts_with("libprrte.so")
+    });
+    if open_mpi_companion {
+        return Some(MpiFamily::OpenMpi);
+    }
+    if linker_name.starts_with("libmpich") || linker_name.starts_with("libmpi_cray") {
+        return Some(MpiFamily::Mpich);
+    }
+    match (linker_name, version.first()) {
+        ("libmpi.so", Some(12)) => Some(MpiFamily::Mpich),
+        ("libmpi.so", Some(20 | 40)) => Some(MpiFamily::OpenMpi),
+        _ => None,
+    }
+}
+
+/// The release series a library version points at, where the family documents it
+/// (Open MPI's libtool versions: `40.30.x` is 4.1.x), for messages.
+pub fn release_hint(family: MpiFamily, version: &[u32]) -> Option<&'static str> {
+    match (family, version) {
+        (MpiFamily::OpenMpi, [40, 0, ..]) => Some("Open MPI 3.0.x"),
+        (MpiFamily::OpenMpi, [40, 10, ..]) => Some("Open MPI 3.1.x"),
+        (MpiFamily::OpenMpi, [40, 20, ..]) => Some("Open MPI 4.0.x"),
+        (MpiFamily::OpenMpi, [40, 30, ..]) => Some("Open MPI 4.1.x"),
+        (MpiFamily::OpenMpi, [40, 40, ..]) => Some("Open MPI 5.0.x"),
+        (MpiFamily::OpenMpi, [20, ..]) => Some("Open MPI 2.x"),
+        _ => None,
+    }
+}
+
+/// `Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x)` / `MPICH ABI (libmpich.so.12.1.10)`.
+pub fn describe_mpi(family: MpiFamily, file_name: &str, version: &[u32]) -> String {
+    match release_hint(family, version) {
+        Some(h) => format!("{family} ({file_name}, {h})"),
+        None => format!("{family} ({file_name})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mpi_families() {
+        let none: Vec<String> = vec![];
+        let opal = vec!["libopen-pal.so.40".to_string(), "libc.so.6".to_string()];
+        let fam = |n: &str, v: &[u32], needed: &[String]| mpi_family(n, v, needed);
+        assert_eq!(
+            fam("libmpich.so", &[12, 1, 10], &none),
+            Some(MpiFamily::Mpich)
+        );
+        assert_eq!(fam("libmpi.so", &[12], &none), Some(MpiFamily::Mpich));
+        assert_eq!(
+            fam("libmpich_gnu_91.so", &[12, 0, 1], &none),
+            Some(MpiFamily::Mpich)
+        );
+        assert_eq!(fam("libmpi_cray.so", &[12], &none), Some(MpiFamily::Mpich));
+        assert_eq!(
+            fam("libmpi.so", &[40, 30, 0], &opal),
+            Some(MpiFamily::OpenMpi)
+        );
+        assert_eq!(fam("libmpi.so", &[40], &none), Some(MpiFamily::OpenMpi));
+        assert_eq!(fam("libmpi.so", &[20, 10], &none), Some(MpiFamily::OpenMpi));
+        // Open MPI 1.10 also called its library libmpi.so.12: its companions tell.
+        assert_eq!(
+            fam("libmpi.so", &[12, 0, 2], &opal),
+            Some(MpiFamily::OpenMpi)
+        );
+        // Not MPIs: bindings, unrelated names, an unknown libmpi major.
+        assert_eq!(fam("libmpichcxx.so", &[12], &none), None);
+        assert_eq!(fam("libmpichfort.so", &[12], &none), None);
+        assert_eq!(fam("libmpi_cxx.so", &[40], &opal), None);
+        assert_eq!(fam("libmpi_mpifh.so", &[40], &opal), None);
+        assert_eq!(fam("libfabric.so", &[1], &none), None);
+        assert_eq!(fam("libmpi.so", &[3], &none), None);
+        assert_eq!(
+            describe_mpi(MpiFamily::OpenMpi, "libmpi.so.40.30.0", &[40, 30, 0]),
+            "Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x)"
+        );
+        assert_eq!(
+            describe_mpi(MpiFamily::Mpich, "libmpich.so.12.1.10", &[12, 1, 10]),
+            "MPICH ABI (libmpich.so.12.1.10)"
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -322,7 +322,7 @@ fn hybrid_model_refuses_an_image_without_mpi_naming_the_bind_model() {
     let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "no MPI library found in the image's ld.so.cache (looked for libmpich.so for x86-64); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind"
+        "no MPI library found in the image's ld.so.cache (looked for libmpich.so for x86-64); the image must contain an MPI of the host's family (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache or loaded by the container's program (RUNPATH, RPATH, LD_LIBRARY_PATH): install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind"
     );
 }
 
@@ -354,4 +354,181 @@ fn the_mode_annotation() {
         mode_from_annotation(Some("replace")).unwrap_err().to_string(),
         "com.hooks.mpi.mode=\"replace\" is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)"
     );
+}
+
+/// Open MPI as Debian ships it, in `dir`: `libmpi.so.40` -> `libmpi.so.<version>` needing
+/// `libopen-pal.so.40` -> `libopen-pal.so.<version>`.
+fn open_mpi(dir: &Path, version: &str) {
+    let pal = dir.join(format!("libopen-pal.so.{version}"));
+    gcc_shared(
+        "int opal_init(void) { return 0; }\n",
+        &pal,
+        "libopen-pal.so.40",
+    );
+    link(
+        &format!("libopen-pal.so.{version}"),
+        &dir.join("libopen-pal.so.40"),
+    );
+    test_support::gcc_shared_needing(
+        "int opal_init(void);\nint MPI_Init(int *c, char ***v) { (void)c; (void)v; return opal_init(); }\n",
+        &dir.join(format!("libmpi.so.{version}")),
+        "libmpi.so.40",
+        &[&pal],
+    );
+    link(&format!("libmpi.so.{version}"), &dir.join("libmpi.so.40"));
+}
+
+/// Rewrites the image's loader cache with `sonames` (all under /lib/<triplet>).
+fn image_cache(f: &Fixture, sonames: &[&str]) {
+    let flags =
+        hooks_core::ldcache_write::cache_flags_for(ElfClass::Elf64, 62).expect("x86-64 flags");
+    let cache = LdCache {
+        format: CacheFormat::New,
+        entries: sonames
+            .iter()
+            .map(|s| CacheEntry {
+                soname: s.to_string(),
+                path: format!("/lib/{TRIPLET}/{s}"),
+                flags,
+                osversion: 0,
+                hwcap: 0,
+            })
+            .collect(),
+        generator: None,
+        hwcap_subdirs: vec![],
+    };
+    let bytes = hooks_core::ldcache_write::write(&cache, "fixture").unwrap();
+    std::fs::write(f.rootfs.join("etc/ld.so.cache"), bytes).unwrap();
+}
+
+/// A host offering both families (Debian 12 with MPICH 4.0.2 and Open MPI 4.1.4).
+fn both_families(f: &Fixture) -> MpiConfig {
+    open_mpi(&f.host, "40.30.4");
+    let mut cfg = mpi_config(f);
+    cfg.mpi_libs.insert(0, f.host.join("libmpi.so.40"));
+    cfg.dependency_libs.push(f.host.join("libopen-pal.so.40"));
+    cfg
+}
+
+#[test]
+fn host_with_both_families_gives_an_mpich_image_only_mpich() {
+    let f = fixture();
+    let cfg = both_families(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, injected) = plan_mpi(&rootfs, &cfg).unwrap();
+    // Open MPI and the dependency only it needs are left out: the very plan of a host
+    // with MPICH alone.
+    assert_eq!(
+        yaml(&plan, &f),
+        include_str!("golden/mpi-debian11-host-mpich.yaml")
+    );
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(names, ["libmpich.so.12", "libfabric.so.1"]);
+}
+
+#[test]
+fn open_mpi_image_gets_the_host_open_mpi_and_its_libraries() {
+    let f = fixture();
+    let cfg = both_families(&f);
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    open_mpi(&lib, "40.30.0");
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    image_cache(&f, &["libmpi.so.40", "libopen-pal.so.40", "libc.so.6"]);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, injected) = plan_mpi(&rootfs, &cfg).unwrap();
+    check_golden(
+        "mpi-openmpi-image-host-both",
+        include_str!("golden/mpi-openmpi-image-host-both.yaml"),
+        &yaml(&plan, &f),
+    );
+    let names: Vec<String> = injected.iter().map(|l| l.soname()).collect();
+    assert_eq!(
+        names,
+        ["libmpi.so.40", "libfabric.so.1", "libopen-pal.so.40"]
+    );
+}
+
+#[test]
+fn open_mpi_image_on_an_mpich_host_is_refused_naming_both() {
+    let f = fixture();
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    open_mpi(&lib, "40.30.0");
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    image_cache(&f, &["libmpi.so.40", "libopen-pal.so.40", "libc.so.6"]);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let e = plan_mpi(&rootfs, &mpi_config(&f)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the image's MPI is Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x), but the host offers MPICH ABI (libmpich.so.12.2.2): another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's Open MPI to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI"
+    );
+}
+
+/// Moves the image's MPICH to `/opt/mpich/lib` (out of its loader cache) and builds
+/// `/opt/app/bin/hello` linked to it with `RUNPATH=$ORIGIN/../../mpich/lib`.
+fn mpich_under_opt(f: &Fixture) {
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    let opt = f.rootfs.join("opt/mpich/lib");
+    let bin = f.rootfs.join("opt/app/bin");
+    std::fs::create_dir_all(&opt).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::rename(
+        lib.join("libmpich.so.12.1.10"),
+        opt.join("libmpich.so.12.1.10"),
+    )
+    .unwrap();
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    link("libmpich.so.12.1.10", &opt.join("libmpich.so.12"));
+    image_cache(f, &["libc.so.6"]);
+    let c = bin.join("hello.c");
+    std::fs::write(
+        &c,
+        "int MPI_Init(int *c, char ***v);\nint main(void) { return MPI_Init(0, 0); }\n",
+    )
+    .unwrap();
+    let st = std::process::Command::new("gcc")
+        .arg("-o")
+        .arg(bin.join("hello"))
+        .arg(&c)
+        .arg("-Wl,--no-as-needed,--enable-new-dtags")
+        .arg(opt.join("libmpich.so.12.1.10"))
+        .arg("-Wl,-rpath,$ORIGIN/../../mpich/lib")
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc hello");
+    std::fs::remove_file(&c).unwrap();
+}
+
+#[test]
+fn mpich_outside_the_loader_cache_is_found_through_the_programs_runpath() {
+    use hooks_core::plan::loader::Process;
+    use hooks_core::plan::mpi::plan_mpi_for;
+    let f = fixture();
+    mpich_under_opt(&f);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let env = vec!["PATH=/usr/bin:/opt/app/bin".to_string()];
+    let process = Process {
+        program: "hello",
+        env: &env,
+        cwd: "/",
+    };
+    let (plan, _) = plan_mpi_for(&rootfs, &mpi_config(&f), Some(&process)).unwrap();
+    check_golden(
+        "mpi-opt-runpath-host-mpich",
+        include_str!("golden/mpi-opt-runpath-host-mpich.yaml"),
+        &yaml(&plan, &f),
+    );
+    // Without the process (or with a program that does not load it) it stays unfound.
+    let e = plan_mpi_for(&rootfs, &mpi_config(&f), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("no MPI library found in the image's ld.so.cache"),
+        "{e}"
+    );
+    let other = Process {
+        program: "/bin/true",
+        env: &env,
+        cwd: "/",
+    };
+    let e = plan_mpi_for(&rootfs, &mpi_config(&f), Some(&other)).unwrap_err();
+    assert!(e.to_string().starts_with("no MPI library found"), "{e}");
 }

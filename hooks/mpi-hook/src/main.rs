@@ -11,8 +11,9 @@ use hooks_core::context::{enabled, HookCtx};
 use hooks_core::engine::{self, bind_dir_fd, RealSys, Target};
 use hooks_core::hostmpi::{DEVICE_NAME, GLIBC_DEVICE_ENV};
 use hooks_core::plan::glibc::{glibc_step, split_paths, GlibcAction, GLIBC_ANNOTATION};
+use hooks_core::plan::loader::Process;
 use hooks_core::plan::mpi::{
-    mode_from_annotation, plan_mpi, MpiConfig, MPI_ANNOTATION, MPI_MODE_ANNOTATION,
+    mode_from_annotation, plan_mpi_for, MpiConfig, MPI_ANNOTATION, MPI_MODE_ANNOTATION,
 };
 use hooks_core::plan::View;
 use mpi_hook::cli::Cli;
@@ -53,7 +54,26 @@ fn run(args: Cli) -> anyhow::Result<()> {
         .map(|m| m.iter().map(|m| m.destination().clone()).collect())
         .unwrap_or_default();
     let pmix_dirs = pmix::pmix_dirs(&env, pmix::hook_uid(), &mounted);
-    let (mpi_plan, injected) = plan_mpi(&ctx.rootfs, &cfg)?;
+    // The container's program, to find an MPI the image keeps outside its loader cache
+    // (in-root lookups only: the image's env and args select among its own files).
+    let program = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_default();
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let process = Process {
+        program: &program,
+        env: &env,
+        cwd: &cwd,
+    };
+    let (mpi_plan, injected) =
+        plan_mpi_for(&ctx.rootfs, &cfg, (!program.is_empty()).then_some(&process))?;
     // The glibc annotation, or (CDI) the glibc device's env entry, allows the host glibc.
     let glibc_device = format!("{GLIBC_DEVICE_ENV}={DEVICE_NAME}");
     let action =

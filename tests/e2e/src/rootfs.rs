@@ -69,6 +69,22 @@ pub fn gcc_shared(src: &str, out: &Path, soname: &str) {
     run_cmd(cmd, Duration::from_secs(60)).assert_success("gcc -shared");
 }
 
+/// [`gcc_shared`] linked against `needed` (shared objects given by path), so that their
+/// SONAMEs are in its DT_NEEDED.
+pub fn gcc_shared_needing(src: &str, out: &Path, soname: &str, needed: &[&Path]) {
+    let gcc = require_command("gcc");
+    let c = out.with_extension("c");
+    fs::write(&c, src).expect("write C source");
+    let mut cmd = Command::new(gcc);
+    cmd.args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(out)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg(&c)
+        .arg("-Wl,--no-as-needed")
+        .args(needed);
+    run_cmd(cmd, Duration::from_secs(60)).assert_success("gcc -shared (with needed libraries)");
+}
+
 /// Regenerates `rootfs/etc/ld.so.cache` with the host ldconfig.
 pub fn ldconfig_root(rootfs: &Path) {
     let mut c = Command::new(require_command("ldconfig"));

@@ -17,7 +17,7 @@ pub use container::{
     add_compat, add_raw_hook, cached_rootfs, cdi_gen_bin, hook_args, hook_env, hook_object,
     hook_under_test, out_log, parse_stat, DLOPEN_PROG, LIST_NODES, WHICH_PROG,
 };
-pub use e2e_tests::gcc_shared;
+pub use e2e_tests::{gcc_shared, gcc_shared_needing};
 pub use golden::{check_golden, plan_yaml};
 pub use machine::{
     build_machine, mig_minor, mig_minors_text, FakeMachine, GpuSpec, MachineSpec, MigSpec,

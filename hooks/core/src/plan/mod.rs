@@ -4,6 +4,7 @@
 //! unit-tested unprivileged against fixture trees; `crate::engine` applies the result.
 
 pub mod glibc;
+pub mod loader;
 pub mod mpi;
 
 use std::path::Path;

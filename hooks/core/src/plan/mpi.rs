@@ -1,22 +1,26 @@
 //! mpi-hook's planning: Sarus's configuration contract (`MPI_LIBS`, `MPI_DEPENDENCY_LIBS`,
 //! `BIND_MOUNTS`, `MPI_COMPATIBILITY_TYPE`), matching host libraries with the container's
-//! ld.so.cache entries of the same linker name and architecture, and the ABI rules.
-//! Two models (Apptainer's names): hybrid replaces the image's MPI; bind (annotation
+//! ld.so.cache entries (or the libraries the container's program loads) of the same linker
+//! name and architecture, and the ABI rules, within one MPI family (MPICH ABI or Open
+//! MPI): host libraries of a family the image does not have are left out, with the
+//! dependencies only they need; an image of another family is refused. Two models
+//! (Apptainer's names): hybrid replaces the image's MPI; bind (annotation
 //! `com.hooks.mpi.mode=bind`) also serves an image without MPI from the private lib dir.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use cdi_specs::plan::{DeviceRule, Library, Plan, Replace};
 use cdi_specs::types::{DeviceNode as CdiNode, Mount};
 
-use crate::abi::{self, CompatType, Verdict};
+use crate::abi::{self, CompatType, MpiFamily, Verdict};
 use crate::devices::{self, DeviceNode};
 use crate::elf;
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
 use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
 use crate::plan::host_str;
+use crate::plan::loader::{self, Process};
 use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
@@ -65,8 +69,19 @@ pub enum MpiError {
     NoMpiLibs,
     #[error("the image has no usable /etc/ld.so.cache ({0}); the hook finds the image's MPI through it: add `RUN ldconfig` at the end of the image build")]
     NoCache(String),
-    #[error("no MPI library found in the image's ld.so.cache (looked for {names} for {arch}); the image must contain an MPI (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache: install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind")]
-    NoContainerMpi { names: String, arch: String },
+    #[error("no MPI library found in the image's ld.so.cache{program} (looked for {names} for {arch}); the image must contain an MPI of the host's family (e.g. MPICH 3.x/4.x, ABI 12) registered in its loader cache or loaded by the container's program (RUNPATH, RPATH, LD_LIBRARY_PATH): install it and add `RUN ldconfig` at the end of the image build; or, for an application built against the host MPI's ABI in an image without MPI, add the annotation com.hooks.mpi.mode=bind")]
+    NoContainerMpi {
+        names: String,
+        arch: String,
+        /// `, nor among the libraries /opt/app/bin/hello loads` when the program was followed.
+        program: String,
+    },
+    #[error("the image's MPI is {image}, but the host offers {host}: another MPI family, whose ABI cannot replace it. Run an image built with the host's MPI family, have the admin add the host's {image_family} to MPI_LIBS (hpc-hooks-configure detects both families), or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI")]
+    CrossFamily {
+        image: String,
+        host: String,
+        image_family: MpiFamily,
+    },
     #[error("host MPI library {host} (version {hv}) is not ABI-compatible with the image's {container} (version {cv}): {why}. Use an image built with an MPI of the host's ABI, or change MPI_COMPATIBILITY_TYPE (now {ty})")]
     Incompatible {
         host: PathBuf,
@@ -185,6 +200,169 @@ pub fn container_counterparts(
     Ok(out)
 }
 
+/// An MPI the image has in its loader cache.
+#[derive(Debug, Clone)]
+pub struct ImageMpi {
+    pub family: MpiFamily,
+    /// Linker names it is known by (the cache entry's or needed name's, the real file's).
+    pub linker_names: Vec<String>,
+    /// The real file inside the rootfs.
+    pub real: PathBuf,
+    pub version: Vec<u32>,
+}
+
+impl ImageMpi {
+    pub fn describe(&self) -> String {
+        let name = self
+            .real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        abi::describe_mpi(self.family, &name, &self.version)
+    }
+}
+
+/// The MPIs in the image's cache for the ELF class and machine of `like`, each file once:
+/// entries with an MPI's name whose file (read in-root, bounded) is an MPI of a family.
+pub fn image_mpis(rootfs: &Rootfs, cache: &LdCache, like: &HostLib) -> Vec<ImageMpi> {
+    let mut out: Vec<ImageMpi> = Vec::new();
+    for e in &cache.entries {
+        if e.hwcap != 0 || !e.arch().matches_elf(like.facts.class, like.facts.machine) {
+            continue;
+        }
+        let Some(n) = abi::parse_lib_name(&e.soname) else {
+            continue;
+        };
+        // Names first (no file read): only a possible MPI is opened.
+        if abi::mpi_family(&n.linker_name, &n.version, &[]).is_none()
+            && n.linker_name != "libmpi.so"
+        {
+            continue;
+        }
+        let path = PathBuf::from(&e.path);
+        let (Ok(chain), Ok(real)) = (rootfs.link_chain(&path), rootfs.real_path(&path)) else {
+            continue;
+        };
+        if out.iter().any(|m| m.real == real) {
+            continue;
+        }
+        let Ok(file) = rootfs.open_read(&real) else {
+            continue;
+        };
+        let Ok(facts) = elf::read_file(&file, MAX_ELF_BYTES) else {
+            continue;
+        };
+        if facts.class != like.facts.class || facts.machine != like.facts.machine {
+            continue;
+        }
+        let mut names = vec![e.soname.clone()];
+        names.extend(
+            chain
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
+        let version = abi::version_from_chain(names.iter().map(String::as_str));
+        if let Some(family) = abi::mpi_family(&n.linker_name, &version, &facts.needed) {
+            out.push(ImageMpi {
+                family,
+                linker_names: linker_names(&names),
+                real,
+                version,
+            });
+        }
+    }
+    out
+}
+
+/// The distinct linker names of a chain of library names.
+fn linker_names(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if let Some(l) = abi::parse_lib_name(n) {
+            if !out.contains(&l.linker_name) {
+                out.push(l.linker_name);
+            }
+        }
+    }
+    out
+}
+
+/// The MPIs the container's program loads from outside the loader cache (RUNPATH, RPATH,
+/// LD_LIBRARY_PATH: Spack, EasyBuild and `/opt` prefixes), found as the loader would.
+pub fn program_mpis(rootfs: &Rootfs, cache: &LdCache, process: &Process<'_>) -> Vec<ImageMpi> {
+    let found = match loader::program_libraries(rootfs, cache, process) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!("not looking for an MPI outside the loader cache: {e}");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<ImageMpi> = Vec::new();
+    for f in found {
+        if out.iter().any(|m| m.real == f.real) {
+            continue;
+        }
+        let mut names = vec![f.needed.clone()];
+        if let Ok(chain) = rootfs.link_chain(&f.path) {
+            names.extend(
+                chain
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+            );
+        }
+        let version = abi::version_from_chain(names.iter().map(String::as_str));
+        let Some(n) = abi::parse_lib_name(&f.needed) else {
+            continue;
+        };
+        if let Some(family) = abi::mpi_family(&n.linker_name, &version, &f.facts.needed) {
+            tracing::info!(
+                "the image's MPI {} is outside its loader cache: found as the container's program loads it ({})",
+                f.real.display(),
+                f.path.display()
+            );
+            out.push(ImageMpi {
+                family,
+                linker_names: linker_names(&names),
+                real: f.real,
+                version,
+            });
+        }
+    }
+    out
+}
+
+/// The family of a host library (`None`: not an MPI by name, e.g. a vendor add-on).
+pub fn host_family(host: &HostLib) -> Option<MpiFamily> {
+    abi::mpi_family(&host.linker_name, &host.version, &host.facts.needed)
+}
+
+fn describe_host(host: &HostLib, family: MpiFamily) -> String {
+    let name = host
+        .real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    abi::describe_mpi(family, &name, &host.version)
+}
+
+/// Sonames reachable from `roots` through DT_NEEDED, within the configured libraries.
+fn reachable(roots: &[&HostLib], deps: &[HostLib]) -> HashSet<String> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut todo: Vec<&str> = roots
+        .iter()
+        .flat_map(|h| h.facts.needed.iter().map(String::as_str))
+        .collect();
+    while let Some(n) = todo.pop() {
+        if !seen.insert(n.to_string()) {
+            continue;
+        }
+        for d in deps.iter().filter(|d| d.soname() == n) {
+            todo.extend(d.facts.needed.iter().map(String::as_str));
+        }
+    }
+    seen
+}
+
 fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
     let flags = cache_flags_for(host.facts.class, host.facts.machine).ok_or_else(|| {
         MpiError::UnknownArch {
@@ -203,19 +381,107 @@ fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
 /// Plans the MPI injection. Returns the plan and every host library it injects (for
 /// the glibc decision).
 pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>), MpiError> {
+    plan_mpi_for(rootfs, cfg, None)
+}
+
+/// [`plan_mpi`] for a container whose process is known: when the image's loader cache has
+/// no MPI, the MPI its program loads (through RUNPATH and the like) is the one replaced.
+pub fn plan_mpi_for(
+    rootfs: &Rootfs,
+    cfg: &MpiConfig,
+    process: Option<&Process<'_>>,
+) -> Result<(Plan, Vec<HostLib>), MpiError> {
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
     let cache = crate::plan::container_cache(rootfs).map_err(MpiError::NoCache)?;
+    let hosts = cfg
+        .mpi_libs
+        .iter()
+        .map(|p| hostlib::inspect(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The families on both sides: the host's MPI libraries of a family the image lacks are
+    // left out; no family in common is a refusal naming both.
+    let mut image = hosts
+        .first()
+        .map(|h| image_mpis(rootfs, &cache, h))
+        .unwrap_or_default();
+    let from_program = image.is_empty() && process.is_some();
+    if let (true, Some(p)) = (from_program, process) {
+        image = program_mpis(rootfs, &cache, p);
+    }
+    let image_families: BTreeSet<MpiFamily> = image.iter().map(|m| m.family).collect();
+    let host_families: BTreeSet<MpiFamily> = hosts.iter().filter_map(host_family).collect();
+    if !image_families.is_empty()
+        && !host_families.is_empty()
+        && image_families.is_disjoint(&host_families)
+    {
+        let image_family = image[0].family;
+        return Err(MpiError::CrossFamily {
+            image: image
+                .iter()
+                .map(ImageMpi::describe)
+                .collect::<Vec<_>>()
+                .join(", "),
+            host: hosts
+                .iter()
+                .filter_map(|h| host_family(h).map(|f| describe_host(h, f)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            image_family,
+        });
+    }
     let mut plan = Plan::default();
     let mut injected = Vec::new();
     let mut any_counterpart = false;
     let mut mpi_names = Vec::new();
     let mut pending_add = Vec::new();
-    for p in &cfg.mpi_libs {
-        let host = hostlib::inspect(p)?;
+    let mut used: Vec<HostLib> = Vec::new();
+    let mut unused: Vec<HostLib> = Vec::new();
+    for host in hosts {
         mpi_names.push(host.linker_name.clone());
-        let cands = container_counterparts(rootfs, &cache, &host)?;
+        let family = host_family(&host);
+        if let Some(f) =
+            family.filter(|f| !image_families.is_empty() && !image_families.contains(f))
+        {
+            tracing::info!(
+                "host {} ({}) left out: the image's MPI is {}",
+                host.path.display(),
+                describe_host(&host, f),
+                image
+                    .iter()
+                    .map(ImageMpi::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            unused.push(host);
+            continue;
+        }
+        // Within the family: an image file of another family is never a counterpart
+        // (MPICH's libmpi.so.12 and Open MPI's libmpi.so.40 share a linker name).
+        let found = if from_program {
+            image
+                .iter()
+                .filter(|m| m.linker_names.contains(&host.linker_name))
+                .map(|m| ContainerLib {
+                    path: m.real.clone(),
+                    real: m.real.clone(),
+                    version: m.version.clone(),
+                })
+                .collect()
+        } else {
+            container_counterparts(rootfs, &cache, &host)?
+        };
+        let cands: Vec<ContainerLib> = found
+            .into_iter()
+            .filter(|c| {
+                family.is_none()
+                    || image
+                        .iter()
+                        .find(|m| m.real == c.real)
+                        .is_none_or(|m| Some(m.family) == family)
+            })
+            .collect();
         if cands.is_empty() {
             pending_add.push(host);
             continue;
@@ -245,6 +511,7 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
                 container_path: host_str(&c.real),
             });
         }
+        used.push(host.clone());
         injected.push(host);
     }
     if !any_counterpart && cfg.mode == MpiMode::Bind {
@@ -255,19 +522,47 @@ pub fn plan_mpi(rootfs: &Rootfs, cfg: &MpiConfig) -> Result<(Plan, Vec<HostLib>)
     } else if !any_counterpart {
         let arch = pending_add
             .first()
+            .or(unused.first())
             .map(|h| elf::machine_name(h.facts.machine))
             .unwrap_or("?");
+        let program = match process {
+            Some(p) => format!(", nor among the libraries its program {} loads", p.program),
+            None => String::new(),
+        };
         return Err(MpiError::NoContainerMpi {
             names: mpi_names.join(", "),
             arch: arch.into(),
+            program,
         });
     }
     for host in pending_add {
         plan.libraries.push(add_lib(&host)?);
+        used.push(host.clone());
         injected.push(host);
     }
-    for p in &cfg.dependency_libs {
-        let host = hostlib::inspect(p)?;
+    // Dependencies only the left-out family needs are left out with it.
+    let deps = cfg
+        .dependency_libs
+        .iter()
+        .map(|p| hostlib::inspect(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let only_unused: HashSet<String> = if unused.is_empty() {
+        HashSet::new()
+    } else {
+        let of_used = reachable(&used.iter().collect::<Vec<_>>(), &deps);
+        reachable(&unused.iter().collect::<Vec<_>>(), &deps)
+            .into_iter()
+            .filter(|n| !of_used.contains(n))
+            .collect()
+    };
+    for host in deps {
+        if only_unused.contains(&host.soname()) {
+            tracing::info!(
+                "dependency {} left out: only the host's MPI of another family needs it",
+                host.path.display()
+            );
+            continue;
+        }
         let cands = container_counterparts(rootfs, &cache, &host)?;
         let mut replaced = false;
         for c in &cands {
