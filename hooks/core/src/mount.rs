@@ -14,7 +14,7 @@ use nix::mount::MsFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cannot {op} for {what}: {source}")]
+    #[error("cannot {op} for {what}: {source}{}", errno_meaning(.source))]
     Sys {
         op: &'static str,
         what: String,
@@ -37,6 +37,24 @@ pub enum MountError {
         path.display()
     )]
     OverlayPath { role: &'static str, path: PathBuf },
+}
+
+/// What an errno of a mount, node or host-path call means for a hook, to append to its
+/// error (empty for other errors): the errno's name and the likely cause, which differs in
+/// a user namespace (a rootless container) and as the host's root.
+pub fn errno_meaning(e: &std::io::Error) -> String {
+    let userns = crate::engine::in_user_namespace();
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) if userns => "EPERM: the hook runs in a user namespace (a rootless container), where the kernel does not permit this (no mknod, no mount over what the user's namespace does not own)",
+        Some(libc::EPERM) => "EPERM: the hook lacks the privilege (CAP_SYS_ADMIN or CAP_MKNOD in the initial user namespace); register it in the runtime's hooks so that it runs as root",
+        Some(libc::EACCES) if userns => "EACCES: the user who started the rootless container may not read this host path; an admin must make it readable by ordinary users (or leave it out of the configuration)",
+        Some(libc::EACCES) => "EACCES: permission denied on the host path",
+        Some(libc::ENOENT) => "ENOENT: the path does not exist",
+        Some(libc::EROFS) => "EROFS: the file system is read-only",
+        Some(libc::EINVAL) if userns => "EINVAL: the kernel refused these mount flags in a user namespace (a locked flag of the source mount cannot be cleared there)",
+        _ => return String::new(),
+    };
+    format!(" ({why})")
 }
 
 /// Per-mount flags applied to a bind mount.

@@ -17,7 +17,8 @@
 //! Modules, by concern: `binaries` (host commands, hook binaries), `rootfs` (the cached
 //! test rootfs), `mpi` (the host MPICH), `scratch` (lock, ids, scratch dirs), `process`
 //! (running commands), `hooks` (hook objects, hooks.d, hook logs), `overlay`, `bundle`
-//! (runc, crun), `podman`, `mounts` and `snapshot` (host-side observation). Everything
+//! (runc, crun), `podman`, `mounts` and `snapshot` (host-side observation), `rootless`
+//! (the unprivileged user of the rootless tests). Everything
 //! public is re-exported here, so tests `use e2e_tests::...` without module paths.
 
 mod binaries;
@@ -29,6 +30,7 @@ mod overlay;
 mod podman;
 mod process;
 mod rootfs;
+mod rootless;
 mod scratch;
 mod snapshot;
 
@@ -41,5 +43,6 @@ pub use overlay::*;
 pub use podman::*;
 pub use process::*;
 pub use rootfs::*;
+pub use rootless::*;
 pub use scratch::*;
 pub use snapshot::*;

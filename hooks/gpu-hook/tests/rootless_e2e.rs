@@ -1,0 +1,220 @@
+//! Rootless: gpu-hook run by rootless podman (4.3, runc, cgroupfs) for an unprivileged user
+//! the test creates (e2e_tests::RootlessUser), on a fake machine: `NVIDIA_VISIBLE_DEVICES=0`
+//! and a MIG device through a hooks.d file (the nodes are bound from the host, as mknod is
+//! not permitted in the user namespace; the device cgroup step is skipped and said once),
+//! and a cdi-gen spec through `podman --device`, whose createContainer hooks run gpu-hook
+//! in the user namespace.
+//!
+//! Needs root (to create the user), podman, uidmap: fails, never skips.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e_tests::{
+    e2e_lock, make_reachable, require_command, run_cmd, unique_id, RootlessUser, RunOutput, Scratch,
+};
+use serde_json::json;
+use support::*;
+use test_support::*;
+
+const T: Duration = Duration::from_secs(180);
+
+/// The hooks.d file of the packaging template for a fake machine (live discovery).
+fn write_hooks_d(dir: &Path, m: &FakeMachine, log: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut args = hook_args(m, "/nonexistent", &["--source", "discover"]);
+    args.extend(["--env-requests".to_string(), "always".to_string()]);
+    let doc = json!({
+        "version": "1.0.0",
+        "hook": hook_json(args, hook_env(log)),
+        "when": { "always": true },
+        "stages": ["createRuntime"],
+    });
+    std::fs::write(
+        dir.join("50-hpc-hooks-gpu.json"),
+        serde_json::to_string_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+}
+
+/// `podman run` as the user on a rootless overlay of the cached rootfs.
+fn podman(
+    user: &RootlessUser,
+    hooks_d: &Path,
+    env: &[&str],
+    device: Option<&str>,
+    script: &str,
+) -> RunOutput {
+    let rootfs = cached_rootfs();
+    let mut c = user.command(&require_command("podman"), &[]);
+    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        .arg("--hooks-dir")
+        .arg(hooks_d)
+        .args(["run", "--rm", "--name", &unique_id("hpcrootless-gpu")])
+        .args(["--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+    for e in env {
+        c.arg("--env").arg(e);
+    }
+    if let Some(d) = device {
+        c.arg("--device").arg(d);
+    }
+    c.arg("--rootfs")
+        .arg(format!("{}:O", rootfs.display()))
+        .args(["/bin/sh", "-c", script]);
+    let mut out = run_cmd(c, T);
+    out.attach_file("hook log (fallback)", &user.hook_log());
+    out
+}
+
+/// The binaries the user runs and the fake machine must be reachable by it.
+fn reachable(m: &FakeMachine) {
+    for p in [&m.root, &m.sys, &m.proc] {
+        make_reachable(p);
+    }
+    make_reachable(gpu_hook_bin().parent().unwrap());
+    make_reachable(cached_rootfs().parent().unwrap());
+}
+
+const SCRIPT: &str = "for f in /dev/nvidia* /dev/nvidia-caps/*; do [ -e \"$f\" ] && [ ! -d \"$f\" ] && stat -c 'NODE %n %F %t %T %a' \"$f\"; done; gpu-dlopen libcuda.so.1 libnvidia-ml.so.1; true";
+
+fn check_gpu0(
+    out: &RunOutput,
+    what: &str,
+) -> std::collections::BTreeMap<String, (String, u32, u32, String)> {
+    out.assert_success(what);
+    let nodes = parse_stat(&out.stdout);
+    assert!(
+        nodes.contains_key("/dev/nvidia0") && nodes.contains_key("/dev/nvidiactl"),
+        "{what}: {out}"
+    );
+    assert!(!nodes.contains_key("/dev/nvidia1"), "{what}: {out}");
+    assert_eq!(
+        (nodes["/dev/nvidia0"].1, nodes["/dev/nvidia0"].2),
+        (195, 0),
+        "{what}"
+    );
+    assert!(
+        out.stdout.contains("ok libcuda.so.1 cuInit"),
+        "{what}: {out}"
+    );
+    nodes
+}
+
+#[test]
+fn rootless_gpu0_and_mig_through_hooks_d() {
+    require_command("podman");
+    let _l = e2e_lock();
+    let scratch = Scratch::new("rootless-gpu");
+    make_reachable(scratch.path());
+    let user = RootlessUser::create();
+
+    let m = build_machine(&MachineSpec::nvidia(2));
+    reachable(&m);
+    let hooks = scratch.subdir("hooks");
+    let log = scratch.path().join("hook.log");
+    write_hooks_d(&hooks, &m, &log);
+    let out = podman(&user, &hooks, &["NVIDIA_VISIBLE_DEVICES=0"], None, SCRIPT);
+    check_gpu0(&out, "rootless, NVIDIA_VISIBLE_DEVICES=0");
+    let text = std::fs::read_to_string(user.hook_log()).unwrap_or_default();
+    assert!(
+        text.contains("bound host node") && !text.contains("created /dev/nvidia0"),
+        "nodes bound, not created: {text}"
+    );
+    assert_eq!(
+        text.matches("device cgroup not edited for").count(),
+        1,
+        "the skipped cgroup step is said once: {text}"
+    );
+    assert!(
+        text.contains("the hook runs in a user namespace (a rootless container), where the runtime sets up no device cgroup to edit"),
+        "{text}"
+    );
+
+    // A MIG device: GPU 0's second MIG device, by index.
+    let m = build_machine(&MachineSpec::mig(2, 1, 2));
+    reachable(&m);
+    let hooks = scratch.subdir("hooks-mig");
+    write_hooks_d(&hooks, &m, &log);
+    let mig = &m.spec.gpus[0].migs[1];
+    let gi = test_support::mig_minor(0, mig.gi, None);
+    let ci = test_support::mig_minor(0, mig.gi, Some(mig.ci));
+    let out = podman(&user, &hooks, &["NVIDIA_VISIBLE_DEVICES=0:1"], None, SCRIPT);
+    let nodes = check_gpu0(&out, "rootless, MIG 0:1");
+    let gi_node = &nodes[&format!("/dev/nvidia-caps/nvidia-cap{gi}")];
+    let ci_node = &nodes[&format!("/dev/nvidia-caps/nvidia-cap{ci}")];
+    assert_eq!((gi_node.1, gi_node.2), (test_support::CAPS_MAJOR, gi));
+    assert_eq!((ci_node.1, ci_node.2), (test_support::CAPS_MAJOR, ci));
+}
+
+/// Removes an installed spec even when an assertion fails.
+struct Installed(PathBuf);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A cdi-gen spec in /etc/cdi (rootless podman reads the same spec directories): podman
+/// binds the nodes itself and runs the spec's createContainer hooks (gpu-hook
+/// create-symlinks, update-ldcache) in the user namespace.
+#[test]
+fn rootless_cdi_spec_with_device() {
+    require_command("podman");
+    let _l = e2e_lock();
+    let scratch = Scratch::new("rootless-cdi");
+    make_reachable(scratch.path());
+    let user = RootlessUser::create();
+    let m = build_machine(&MachineSpec::nvidia(2));
+    reachable(&m);
+    let class = format!("hpcrootless{}", std::process::id());
+    let o = m
+        .command(&cdi_gen_bin())
+        .args([
+            "--class",
+            &class,
+            "--format",
+            "json",
+            "--discovery",
+            "procfs",
+        ])
+        .args(["--hook-path", &gpu_hook_bin().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cdi-gen: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("create-symlinks") && text.contains("update-ldcache"),
+        "{text}"
+    );
+    std::fs::create_dir_all("/etc/cdi").unwrap();
+    let installed = Installed(PathBuf::from(format!("/etc/cdi/{class}.json")));
+    std::fs::write(&installed.0, &text).unwrap();
+    let nohooks = scratch.subdir("nohooks");
+    let device = format!("nvidia.com/{class}=0");
+    let out = podman(
+        &user,
+        &nohooks,
+        &[],
+        Some(&device),
+        &format!("{SCRIPT}; echo CACHE $(grep -c -a libnvidia-ptxjitcompiler.so.1 /etc/ld.so.cache); readlink /usr/lib/x86_64-linux-gnu/libcuda.so"),
+    );
+    check_gpu0(&out, "rootless podman --device (CDI spec hooks)");
+    assert!(
+        !out.stdout.contains("CACHE 0"),
+        "update-ldcache ran in the user namespace: {out}"
+    );
+    assert!(
+        out.stdout.contains("\nlibcuda.so.1\n"),
+        "create-symlinks ran in the user namespace: {out}"
+    );
+    drop(installed);
+}
