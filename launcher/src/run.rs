@@ -759,7 +759,12 @@ fn launch_podman(
         cmd.args(extra.split_whitespace());
     }
     cmd.arg("--workdir").arg(&a.workdir);
-    cmd.arg("--user").arg(format!("{}:{}", user.uid, user.gid));
+    // Rootless podman maps the container's root to the caller: the rank runs as the caller
+    // on the host with no `--user` (which would pick a subordinate uid, one that cannot
+    // even read the image's /etc/passwd through the rootless overlay).
+    if nix::unistd::geteuid().is_root() {
+        cmd.arg("--user").arg(format!("{}:{}", user.uid, user.gid));
+    }
     let p = Path::new(target);
     if p.is_dir() {
         let abs = p

@@ -1,11 +1,12 @@
 //! Rootless: the hooks run by rootless podman (4.3, runc, cgroupfs) for an unprivileged
 //! user the tests create (useradd, /etc/subuid + /etc/subgid, uidmap's newuidmap), with
-//! the hooks.d files `packaging/install.sh` writes (the package's log file
-//! /var/log/hpc-hooks.log, which a rootless hook cannot write: it falls back to
-//! /run/user/UID/hpc-hooks.log): the Debian 11 image gets the host MPICH, mpi-hook alone is
-//! refused for glibc, and the hostile images change nothing outside the container.
-//! `srun -n 2 hpc-rank --runtime podman` as the user, and runc mode refused for it, are in
-//! `rootless_rank.rs`; gpu-hook and CDI in hooks/gpu-hook/tests/rootless_e2e.rs.
+//! the hooks.d files `packaging/install.sh` writes into the system directories, which
+//! rootless podman reads as root's does. The package's log file /var/log/hpc-hooks.log is
+//! not the rootless hooks' to write: they fall back to /run/user/UID/hpc-hooks.log. The
+//! Debian 11 image gets the host MPICH, mpi-hook alone is refused for glibc, the hostile
+//! images change nothing outside the container, `srun -n 2 --mpi=pmi2 hpc-rank --runtime
+//! podman` runs a world of 2 as the user, and runc mode is refused for it. gpu-hook and CDI:
+//! hooks/gpu-hook/tests/rootless_e2e.rs.
 //!
 //! Needs root (to create the user), podman, uidmap, the static hooks: fails, never skips.
 
@@ -18,10 +19,31 @@ use e2e_tests::*;
 
 const T: Duration = Duration::from_secs(180);
 
-/// The hooks installed by packaging/install.sh into a scratch libexec and hooks.d (the
-/// package's defaults otherwise: log file /var/log/hpc-hooks.log, level warn).
+/// The directories the package writes its hooks.d files into (podman 4.3 reads the
+/// first, newer engines the second), for root and rootless podman alike.
+const SYSTEM_HOOKS_DIRS: [&str; 2] = [
+    "/usr/share/containers/oci/hooks.d",
+    "/etc/containers/oci/hooks.d",
+];
+const HOOK_FILES: [&str; 2] = ["hpc-hooks-mpi.json", "hpc-hooks-glibc.json"];
+
+/// The hooks installed by packaging/install.sh as a site installs them: hooks.d files in
+/// the system directories (the package's defaults: log file /var/log/hpc-hooks.log), the
+/// binaries in a scratch libexec. Removed on drop (files, and directories it created).
 struct Installed {
-    hooks_d: PathBuf,
+    files: Vec<PathBuf>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = fs::remove_file(f);
+        }
+        for d in self.created_dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
 }
 
 fn install(scratch: &Scratch) -> Installed {
@@ -29,8 +51,30 @@ fn install(scratch: &Scratch) -> Installed {
     for b in ["mpi-hook", "glibc-hook"] {
         hook_bin(b);
     }
+    let mut inst = Installed {
+        files: Vec::new(),
+        created_dirs: Vec::new(),
+    };
+    for d in SYSTEM_HOOKS_DIRS {
+        for f in HOOK_FILES {
+            let p = Path::new(d).join(f);
+            assert!(
+                !p.exists(),
+                "{} exists (the package or a source install is on this machine); the rootless \
+                 tests install their own: remove it (packaging/hpc-hooks-configure --remove)",
+                p.display()
+            );
+            inst.files.push(p);
+        }
+        let mut missing: Vec<PathBuf> = Path::new(d)
+            .ancestors()
+            .filter(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        inst.created_dirs.extend(missing);
+    }
     let libexec = scratch.path().join("libexec");
-    let hooks_d = scratch.path().join("hooks.d");
     let mut c = std::process::Command::new(workspace_root().join("packaging/install.sh"));
     c.args(["--no-build", "--bins", "mpi-hook,glibc-hook", "--gpu", "no"])
         .arg("--bin-dir")
@@ -39,29 +83,19 @@ fn install(scratch: &Scratch) -> Installed {
         .arg(&libexec)
         .arg("--bindir")
         .arg(scratch.path().join("bin"))
-        .arg("--hooks-dir")
-        .arg(&hooks_d)
         .args(["--log-level", "info"]);
-    run_cmd(c, T).assert_success("packaging/install.sh into the scratch directory");
-    make_reachable(&hooks_d);
+    run_cmd(c, T).assert_success("packaging/install.sh (hooks.d files in the system directories)");
     make_reachable(&libexec);
-    let text = fs::read_to_string(hooks_d.join("hpc-hooks-mpi.json")).unwrap();
+    let text = fs::read_to_string(Path::new(SYSTEM_HOOKS_DIRS[0]).join(HOOK_FILES[0])).unwrap();
     assert!(text.contains("/var/log/hpc-hooks.log"), "{text}");
-    Installed { hooks_d }
+    inst
 }
 
 /// `podman run` of the cached image (on a rootless overlay, `:O`) as the user.
-fn podman(
-    user: &RootlessUser,
-    hooks_d: &Path,
-    rootfs: &Path,
-    annotations: &[&str],
-    args: &[&str],
-) -> RunOutput {
+fn podman(user: &RootlessUser, rootfs: &Path, annotations: &[&str], args: &[&str]) -> RunOutput {
     let mut c = user.command(&require_command("podman"), &[]);
+    // No --hooks-dir: rootless podman reads the system hooks.d directories.
     c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
-        .arg("--hooks-dir")
-        .arg(hooks_d)
         .args(["run", "--rm", "--name", &unique_id("hpcrootless")])
         .args(["--network", "none"])
         .args([
@@ -87,11 +121,11 @@ const BOTH: &[&str] = &["com.hooks.mpi.enabled=true", "com.hooks.glibc.enabled=t
 fn rootless_podman_with_installed_hooks_reports_host_mpich() {
     let env = hooked_env();
     let scratch = Scratch::new("rootless-mpi");
-    let inst = install(&scratch);
+    let _inst = install(&scratch);
     let user = RootlessUser::create();
     let admin_log = Path::new("/var/log/hpc-hooks.log");
     let admin_before = fs::metadata(admin_log).ok().map(|m| m.len());
-    let out = podman(&user, &inst.hooks_d, &env.rootfs, BOTH, &[MPI_HELLO]);
+    let out = podman(&user, &env.rootfs, BOTH, &[MPI_HELLO]);
     out.assert_mpich(&env.host.version, "rootless podman, installed hooks.d");
     // The package's log file is not the rootless hooks' to write: each hook said so once
     // and logged to the user's runtime directory instead, where the user reads it.
@@ -125,11 +159,10 @@ fn rootless_podman_with_installed_hooks_reports_host_mpich() {
 fn rootless_mpi_hook_alone_is_refused_for_glibc() {
     let env = hooked_env();
     let scratch = Scratch::new("rootless-glibc");
-    let inst = install(&scratch);
+    let _inst = install(&scratch);
     let user = RootlessUser::create();
     let out = podman(
         &user,
-        &inst.hooks_d,
         &env.rootfs,
         &["com.hooks.mpi.enabled=true"],
         &[MPI_HELLO],
@@ -197,7 +230,7 @@ fn hostile(relative: bool) {
     } else {
         "rootless-hostile-abs"
     });
-    let inst = install(&scratch);
+    let _inst = install(&scratch);
     let canary = scratch.subdir("canary");
     let ov = Overlay::new(scratch.path(), "rootfs", &env.rootfs);
     divert(
@@ -217,7 +250,7 @@ fn hostile(relative: bool) {
     let lower_before = snapshot_tree(&env.rootfs, false);
     let merged_before = snapshot_tree(&ov.merged, true);
     let mounts_before = mount_table();
-    let out = podman(&user, &inst.hooks_d, &ov.merged, BOTH, &[MPI_HELLO]);
+    let out = podman(&user, &ov.merged, BOTH, &[MPI_HELLO]);
 
     let mut problems = Vec::new();
     for (what, d) in [
@@ -298,15 +331,14 @@ fn slurm_up(launcher: &Path) -> String {
 
 /// The user's own podman settings (~/.config/containers/containers.conf): what the
 /// harness passes on podman's command line (runc, cgroupfs, a limit this kernel lets runc
-/// set) and the hooks directory, which hpc-rank only takes from root.
-fn user_containers_conf(user: &RootlessUser, hooks_d: &Path) {
+/// set), which hpc-rank only takes from root.
+fn user_containers_conf(user: &RootlessUser) {
     let dir = user.home.join(".config/containers");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
         dir.join("containers.conf"),
         format!(
-            "[containers]\ndefault_ulimits = [\"nproc=1024:1024\"]\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nhooks_dir = [\"{}\"]\n",
-            hooks_d.display()
+            "[containers]\ndefault_ulimits = [\"nproc=1024:1024\"]\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n"
         ),
     )
     .unwrap();
@@ -336,10 +368,10 @@ fn rootless_srun_two_ranks_with_podman() {
     let env = hooked_env();
     let launcher = hook_bin("hpc-rank");
     let scratch = Scratch::new("rootless-rank");
-    let inst = install(&scratch);
+    let _inst = install(&scratch);
     make_reachable(launcher.parent().unwrap());
     let user = RootlessUser::create();
-    user_containers_conf(&user, &inst.hooks_d);
+    user_containers_conf(&user);
     ensure_mqueue();
     let conf = slurm_up(&launcher);
     let mut c = user.command(&require_command("srun"), &[format!("SLURM_CONF={conf}")]);
