@@ -337,9 +337,7 @@ fn user_containers_conf(user: &RootlessUser) {
     fs::create_dir_all(&dir).unwrap();
     fs::write(
         dir.join("containers.conf"),
-        format!(
-            "[containers]\ndefault_ulimits = [\"nproc=1024:1024\"]\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n"
-        ),
+        "[containers]\ndefault_ulimits = [\"nproc=1024:1024\"]\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n",
     )
     .unwrap();
     sh(&format!(
