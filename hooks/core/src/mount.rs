@@ -49,7 +49,6 @@ pub fn errno_meaning(e: &std::io::Error) -> String {
         Some(libc::EPERM) => "EPERM: the hook lacks the privilege (CAP_SYS_ADMIN or CAP_MKNOD in the initial user namespace); register it in the runtime's hooks so that it runs as root",
         Some(libc::EACCES) if userns => "EACCES: the user who started the rootless container may not read this host path; an admin must make it readable by ordinary users (or leave it out of the configuration)",
         Some(libc::EACCES) => "EACCES: permission denied on the host path",
-        Some(libc::ENOENT) => "ENOENT: the path does not exist",
         Some(libc::EROFS) => "EROFS: the file system is read-only",
         Some(libc::EINVAL) if userns => "EINVAL: the kernel refused these mount flags in a user namespace (a locked flag of the source mount cannot be cleared there)",
         _ => return String::new(),

@@ -7,13 +7,15 @@
 //!
 //! Needs root (to create the user), podman, uidmap: fails, never skips.
 
+#[allow(dead_code)] // hook_json: this file builds its hook object from copies
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use e2e_tests::{
-    e2e_lock, make_reachable, require_command, run_cmd, unique_id, RootlessUser, RunOutput, Scratch,
+    copy_for_user, e2e_lock, make_reachable, require_command, run_cmd, unique_id, RootlessUser,
+    RunOutput, Scratch,
 };
 use serde_json::json;
 use support::*;
@@ -21,14 +23,33 @@ use test_support::*;
 
 const T: Duration = Duration::from_secs(180);
 
+/// gpu-hook and cdi-gen copied where the rootless user can run them (the originals may
+/// be in a checkout in root's home).
+struct Bins {
+    gpu_hook: PathBuf,
+    cdi_gen: PathBuf,
+}
+
+fn bins(scratch: &Scratch) -> Bins {
+    let dir = scratch.path().join("bin");
+    Bins {
+        gpu_hook: copy_for_user(&gpu_hook_bin(), &dir),
+        cdi_gen: copy_for_user(&cdi_gen_bin(), &dir),
+    }
+}
+
 /// The hooks.d file of the packaging template for a fake machine (live discovery).
-fn write_hooks_d(dir: &Path, m: &FakeMachine, log: &Path) {
+fn write_hooks_d(dir: &Path, m: &FakeMachine, log: &Path, b: &Bins) {
     std::fs::create_dir_all(dir).unwrap();
     let mut args = hook_args(m, "/nonexistent", &["--source", "discover"]);
     args.extend(["--env-requests".to_string(), "always".to_string()]);
+    let original = cdi_gen_bin().display().to_string();
+    for a in args.iter_mut().filter(|a| **a == original) {
+        *a = b.cdi_gen.display().to_string();
+    }
     let doc = json!({
         "version": "1.0.0",
-        "hook": hook_json(args, hook_env(log)),
+        "hook": hook_object(&b.gpu_hook, args, hook_env(log)),
         "when": { "always": true },
         "stages": ["createRuntime"],
     });
@@ -122,7 +143,6 @@ fn reachable(m: &FakeMachine) {
     for p in [&m.root, &m.sys, &m.proc] {
         make_reachable(p);
     }
-    make_reachable(gpu_hook_bin().parent().unwrap());
 }
 
 const SCRIPT: &str = "for f in /dev/nvidia* /dev/nvidia-caps/*; do [ -e \"$f\" ] && [ ! -d \"$f\" ] && stat -c 'NODE %n %F %t %T %a' \"$f\"; done; gpu-dlopen libcuda.so.1 libnvidia-ml.so.1; true";
@@ -166,12 +186,13 @@ fn gpu0_and_mig_through_hooks_d() {
     make_reachable(scratch.path());
     let user = RootlessUser::create();
     let rootfs = user_rootfs(&user, &scratch);
+    let b = bins(&scratch);
 
     let m = build_machine(&MachineSpec::nvidia(2));
     reachable(&m);
     let hooks = scratch.subdir("hooks");
     let log = scratch.path().join("hook.log");
-    write_hooks_d(&hooks, &m, &log);
+    write_hooks_d(&hooks, &m, &log, &b);
     let out = podman(
         &user,
         &rootfs,
@@ -200,7 +221,7 @@ fn gpu0_and_mig_through_hooks_d() {
     let m = build_machine(&MachineSpec::mig(2, 1, 2));
     reachable(&m);
     let hooks = scratch.subdir("hooks-mig");
-    write_hooks_d(&hooks, &m, &log);
+    write_hooks_d(&hooks, &m, &log, &b);
     let mig = &m.spec.gpus[0].migs[1];
     let gi = test_support::mig_minor(0, mig.gi, None);
     let ci = test_support::mig_minor(0, mig.gi, Some(mig.ci));
@@ -249,6 +270,7 @@ fn cdi_spec_with_device() {
     make_reachable(scratch.path());
     let user = RootlessUser::create();
     let rootfs = user_rootfs(&user, &scratch);
+    let b = bins(&scratch);
     let m = build_machine(&MachineSpec::nvidia(2));
     reachable(&m);
     let class = format!("hpcrootless{}", std::process::id());
@@ -262,7 +284,7 @@ fn cdi_spec_with_device() {
             "--discovery",
             "procfs",
         ])
-        .args(["--hook-path", &gpu_hook_bin().display().to_string()])
+        .args(["--hook-path", &b.gpu_hook.display().to_string()])
         .output()
         .unwrap();
     assert!(o.status.success(), "cdi-gen: {}", stderr(&o));

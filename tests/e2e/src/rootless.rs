@@ -165,17 +165,42 @@ impl Drop for RootlessUser {
     }
 }
 
-/// Makes `dir` and every directory above it searchable by others (scratch directories
-/// are 0700), so that the rootless user reaches what the test put there.
+/// Makes `dir` and the directories above it that the tests made (scratch directories,
+/// fake machines: 0700 temporary directories) searchable by others, so that the rootless
+/// user reaches what a test put there. Any other directory on the way that others cannot
+/// search (a checkout in root's home) is left alone and fails the test: copy what the user
+/// needs into a scratch directory instead ([`copy_for_user`]).
 pub fn make_reachable(dir: &Path) {
-    let mut p = Some(dir);
-    while let Some(d) = p {
-        if let Ok(md) = fs::metadata(d) {
-            let mode = md.permissions().mode();
-            if mode & 0o005 != 0o005 {
-                let _ = fs::set_permissions(d, fs::Permissions::from_mode(mode | 0o055));
-            }
+    let ours = |d: &Path| {
+        let p = d.to_string_lossy();
+        p.contains("/hpc-hooks-e2e-") || p.contains("/hpc-hooks-rootless-e2e")
+    };
+    for d in dir.ancestors() {
+        let Ok(md) = fs::metadata(d) else { continue };
+        let mode = md.permissions().mode();
+        if mode & 0o001 != 0 {
+            continue;
         }
-        p = d.parent();
+        assert!(
+            ours(d),
+            "{} is not searchable by others, so the rootless test user cannot reach {}; \
+             run the tests from a checkout others can read, or copy what the user needs into \
+             a scratch directory",
+            d.display(),
+            dir.display()
+        );
+        let _ = fs::set_permissions(d, fs::Permissions::from_mode(mode | 0o055));
     }
+}
+
+/// A copy of the executable `src` in `dir` (created), mode 0755, that the rootless user
+/// can run wherever the original is (a checkout in root's home).
+pub fn copy_for_user(src: &Path, dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let dst = dir.join(src.file_name().expect("a file name"));
+    fs::copy(src, &dst)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+    make_reachable(dir);
+    dst
 }

@@ -364,14 +364,14 @@ fn ensure_mqueue() {
 #[test]
 fn rootless_srun_two_ranks_with_podman() {
     let env = hooked_env();
-    let launcher = hook_bin("hpc-rank");
     let scratch = Scratch::new("rootless-rank");
     let _inst = install(&scratch);
-    make_reachable(launcher.parent().unwrap());
+    let launcher = copy_for_user(&hook_bin("hpc-rank"), &scratch.path().join("rank-bin"));
     let user = RootlessUser::create();
     user_containers_conf(&user);
     ensure_mqueue();
-    let conf = slurm_up(&launcher);
+    // The Epilog keeps the harness's hpc-rank (ranks.rs starts Slurm with the same).
+    let conf = slurm_up(&hook_bin("hpc-rank"));
     let mut c = user.command(&require_command("srun"), &[format!("SLURM_CONF={conf}")]);
     c.args([
         "-n",
@@ -422,10 +422,8 @@ fn rootless_srun_two_ranks_with_podman() {
 #[test]
 fn rootless_runc_mode_is_refused_naming_podman() {
     let env = hooked_env();
-    let launcher = hook_bin("hpc-rank");
     let scratch = Scratch::new("rootless-runc");
-    make_reachable(launcher.parent().unwrap());
-    let _ = scratch;
+    let launcher = copy_for_user(&hook_bin("hpc-rank"), &scratch.path().join("rank-bin"));
     let user = RootlessUser::create();
     let mut c = user.command(&launcher, &[]);
     c.arg(&env.rootfs).arg("/bin/true");
