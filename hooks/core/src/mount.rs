@@ -481,6 +481,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_name_the_errno_and_its_meaning() {
+        let e = MountError::Sys {
+            op: "bind-mount",
+            what: "/dev/nvidia0 -> /dev/nvidia0 (device node)".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        }
+        .to_string();
+        let (userns, rootful) = (
+            "(EPERM: the hook runs in a user namespace (a rootless container)",
+            "(EPERM: the hook lacks the privilege (CAP_SYS_ADMIN or CAP_MKNOD",
+        );
+        let want = if crate::engine::in_user_namespace() {
+            userns
+        } else {
+            rootful
+        };
+        assert!(
+            e.starts_with("cannot bind-mount for /dev/nvidia0 -> /dev/nvidia0 (device node): Operation not permitted (os error 1) ")
+                && e.contains(want),
+            "{e}"
+        );
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(errno_meaning(&e).starts_with(" (EACCES: "), "{e}");
+        // Errors whose text says it all get nothing added.
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(errno_meaning(&e), "");
+    }
+
+    #[test]
     fn overlay_options_name_the_three_directories() {
         let o = overlay_options(
             Path::new("/srv/rootfs"),
