@@ -90,6 +90,8 @@ step e2e-tests cargo test --release --no-fail-fast -p e2e-tests --test '*' -- --
 step fuzz fuzz/ci.sh "${FUZZ_SECONDS:-30}"
 if [ "${HPC_HOOKS_SKIP_BENCH:-0}" != 1 ]; then
   step benchmark cargo run --release -p e2e-tests --bin bench-hooks -- --pairs "${BENCH_PAIRS:-10}"
+  # The hooks' own time rootless (an unprivileged user's podman) against rootful, alternating.
+  step rootless-benchmark cargo run --release -p e2e-tests --bin bench-rootless -- --pairs "${BENCH_PAIRS:-10}"
   step cdi-gen-benchmark env CDI_GEN_BENCH_RUNS="${CDI_GEN_BENCH_RUNS:-21}" cargo bench -p cdi-gen --bench generate
   step gpu-hook-benchmark env GPU_HOOK_BENCH_RUNS="${GPU_HOOK_BENCH_RUNS:-15}" cargo bench -p gpu-hook --bench hook_time
 fi

@@ -570,3 +570,26 @@ fn validate_and_list() {
     );
     assert!(!err.contains("ignored.yml"), "{err}");
 }
+
+#[test]
+fn warns_about_nodes_ordinary_users_cannot_open() {
+    let m = FakeMachine::build(&MachineSpec::nvidia(1));
+    let (_, err) = generate(&m, &[]);
+    assert!(
+        !err.contains("not accessible to ordinary users"),
+        "0644 nodes: no warning: {err}"
+    );
+    let node = m.root.join("dev/nvidia0");
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
+    let (_, err) = generate(&m, &[]);
+    let want = format!(
+        "device node {} (mode 0660, uid 0 gid 0) is not accessible to ordinary users: rootless containers (rootless podman --device) bind it but cannot open it; give users access (the NVIDIA driver's default is 0666: NVreg_DeviceFileMode, NVreg_DeviceFileGID) if rootless containers should use it",
+        node.display()
+    );
+    assert_eq!(
+        err.matches("not accessible to ordinary users").count(),
+        1,
+        "one warning, for nvidia0 only: {err}"
+    );
+    assert!(err.contains(&want), "{err}");
+}

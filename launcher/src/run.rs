@@ -284,8 +284,19 @@ fn podman_bin(a: &Cli, cfg: &Config) -> Result<PathBuf, privilege::PrivilegeErro
     )
 }
 
+/// The refusal of runc mode for an unprivileged caller.
+pub const RUNC_NEEDS_ROOT: &str = "runc mode needs the real root (it mounts the rank's \
+     scratch and rootfs overlay and runs a rootful container); as an unprivileged user use \
+     --runtime podman (rootless podman runs the rank as you, with the same hooks), run \
+     hpc-rank as root, or ask the admin for a wrapper allowed in /etc/hpc-hooks/hpc-rank.conf";
+
 /// Starts one rank; returns its exit status (128+N when killed by signal N).
 pub fn launch(a: &Cli, caller: &Caller, cfg: &Config) -> Result<u8> {
+    // runc mode mounts (the rank's scratch, the rootfs overlay) and runs rootful
+    // containers: an unprivileged caller is refused before anything else is looked at.
+    if matches!(a.runtime, RuntimeKind::Runc) && !nix::unistd::geteuid().is_root() {
+        bail!(RUNC_NEEDS_ROOT);
+    }
     let target = a.target.as_deref().context("no rootfs or image given")?;
     if a.command.is_empty() {
         bail!("no command given: usage is `hpc-rank [OPTIONS] ROOTFS|IMAGE COMMAND [ARGS...]`");
@@ -748,7 +759,12 @@ fn launch_podman(
         cmd.args(extra.split_whitespace());
     }
     cmd.arg("--workdir").arg(&a.workdir);
-    cmd.arg("--user").arg(format!("{}:{}", user.uid, user.gid));
+    // Rootless podman maps the container's root to the caller: the rank runs as the caller
+    // on the host with no `--user` (which would pick a subordinate uid, one that cannot
+    // even read the image's /etc/passwd through the rootless overlay).
+    if nix::unistd::geteuid().is_root() {
+        cmd.arg("--user").arg(format!("{}:{}", user.uid, user.gid));
+    }
     let p = Path::new(target);
     if p.is_dir() {
         let abs = p

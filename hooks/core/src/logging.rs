@@ -71,7 +71,8 @@ Logging:
       appended to, never followed through a symlink, and opened (created 0640 if
       missing) only in a root-owned directory that group and others cannot write; an
       existing file must be a regular file. A refused file is reported once on stderr
-      and the hook runs on. Every event is one line: control characters are escaped.
+      and the hook runs on; in a user namespace (a rootless container) the hook then logs
+      to the runtime directory of the user who started it, /run/user/UID/hpc-hooks.log. Every event is one line: control characters are escaped.
   Levels
       off, error, warn (default), info, debug, trace, or Sarus's numbers 0 debug, 1 info,
       2 warn, 3 error, 4 off; an unknown level is warned about and warn is used. The
@@ -334,30 +335,103 @@ fn set_level(l: LevelFilter) {
     LEVEL.store(level_code(l), Ordering::Relaxed);
 }
 
-/// Opens the admin log file into the file layer's slot; a refusal is reported on stderr.
-fn open_into_file_slot(path: &Path) {
-    match open_log_file(path) {
-        Ok(f) => {
-            if let Ok(mut slot) = FILE.lock() {
-                *slot = Some(f);
+/// The host uid that `uid` (of this process's user namespace) maps to in `uid_map` (the
+/// text of `/proc/self/uid_map`).
+pub fn outer_uid(uid_map: &str, uid: u32) -> Option<u32> {
+    uid_map.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let [inside, outside, count] = f[..] else {
+            return None;
+        };
+        let uid = u64::from(uid);
+        (uid >= inside && uid - inside < count)
+            .then(|| u32::try_from(outside + (uid - inside)).ok())
+            .flatten()
+    })
+}
+
+/// Where a hook logs when the configured log file is refused and it runs in a user
+/// namespace (a rootless container, where the admin's `/var/log` is not the hook's to
+/// write): the runtime directory of the user who started the container,
+/// `/run/user/UID/hpc-hooks.log`, opened under the same rules (the directory is that
+/// user's, which is root in the namespace). `None` for the host's root.
+pub fn rootless_fallback(uid_map: &str, euid: u32) -> Option<PathBuf> {
+    if crate::engine::sys::is_identity_uid_map(uid_map) || uid_map.trim().is_empty() {
+        return None;
+    }
+    outer_uid(uid_map, euid).map(|u| PathBuf::from(format!("/run/user/{u}/hpc-hooks.log")))
+}
+
+/// Opens the configured log file or, refused in a user namespace, the user's fallback
+/// ([`rootless_fallback`]). A refusal, and a fallback, is said once on stderr (the
+/// fallback also in the fallback file); the hook runs on whatever happens.
+fn open_or_fall_back(hook: &str, path: &Path) -> Option<File> {
+    let e = match open_log_file(path) {
+        Ok(f) => return Some(f),
+        Err(e) => e,
+    };
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let fallback = rootless_fallback(&uid_map, euid).filter(|f| f != path);
+    if let Some(fb) = fallback {
+        match open_log_file(&fb) {
+            Ok(mut f) => {
+                let line = escape_event(
+                    format!(
+                        "{hook}: log file {} refused ({e}); the hook runs in a user namespace (a rootless container): logging to {} instead\n",
+                        path.display(),
+                        fb.display()
+                    )
+                    .as_bytes(),
+                );
+                eprint!("{line}");
+                let _ = f.write_all(line.as_bytes());
+                return Some(f);
+            }
+            Err(fe) => {
+                eprint!(
+                    "{}",
+                    escape_event(
+                        format!(
+                            "{hook}: log file {} refused, logging to stderr only: {e} (the rootless fallback {} was refused too: {fe})\n",
+                            path.display(),
+                            fb.display()
+                        )
+                        .as_bytes()
+                    )
+                );
+                return None;
             }
         }
-        Err(e) => {
-            let hook = SPAN
-                .get()
-                .and_then(|s| s.metadata())
-                .map(|m| m.name())
-                .unwrap_or("hook");
-            eprint!(
-                "{}",
-                escape_event(
-                    format!(
-                        "{hook}: log file {} refused, logging to stderr only: {e}\n",
-                        path.display()
-                    )
-                    .as_bytes()
-                )
-            );
+    }
+    eprint!(
+        "{}",
+        escape_event(
+            format!(
+                "{hook}: log file {} refused, logging to stderr only: {e}\n",
+                path.display()
+            )
+            .as_bytes()
+        )
+    );
+    None
+}
+
+/// Opens the admin log file into the file layer's slot; a refusal is reported on stderr
+/// (and in a user namespace the user's fallback file is used, see [`open_or_fall_back`]).
+fn open_into_file_slot(path: &Path) {
+    let hook = SPAN
+        .get()
+        .and_then(|s| s.metadata())
+        .map(|m| m.name())
+        .unwrap_or("hook");
+    if let Some(f) = open_or_fall_back(hook, path) {
+        if let Ok(mut slot) = FILE.lock() {
+            *slot = Some(f);
         }
     }
 }
@@ -798,28 +872,15 @@ pub fn init(hook: &'static str, level: LevelFilter, file: Option<PathBuf>) {
         .without_time()
         .with_target(false)
         .with_filter(level);
-    let file_layer = file.and_then(|path| match open_log_file(&path) {
-        Ok(f) => Some(
+    let file_layer = file
+        .and_then(|path| open_or_fall_back(hook, &path))
+        .map(|f| {
             tracing_subscriber::fmt::layer()
                 .with_writer(Escaped(Mutex::new(f)))
                 .with_ansi(false)
                 .with_target(false)
-                .with_filter(level),
-        ),
-        Err(e) => {
-            eprint!(
-                "{}",
-                escape_event(
-                    format!(
-                        "{hook}: log file {} refused, logging to stderr only: {e}\n",
-                        path.display()
-                    )
-                    .as_bytes()
-                )
-            );
-            None
-        }
-    });
+                .with_filter(level)
+        });
     if tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
@@ -837,6 +898,24 @@ mod tests {
 
     fn ann(v: &str) -> HashMap<String, String> {
         HashMap::from([(LEVEL_ANNOTATION.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn rootless_fallback_is_the_users_runtime_dir() {
+        let rootless = "         0       1001          1\n         1     100000      65536\n";
+        assert_eq!(outer_uid(rootless, 0), Some(1001));
+        assert_eq!(outer_uid(rootless, 5), Some(100004));
+        assert_eq!(outer_uid(rootless, 70000), None);
+        assert_eq!(
+            rootless_fallback(rootless, 0),
+            Some(PathBuf::from("/run/user/1001/hpc-hooks.log"))
+        );
+        // The host's root never falls back: its refusals stay refusals.
+        assert_eq!(
+            rootless_fallback("         0          0 4294967295\n", 0),
+            None
+        );
+        assert_eq!(rootless_fallback("", 0), None);
     }
 
     #[test]

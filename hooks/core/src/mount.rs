@@ -14,7 +14,7 @@ use nix::mount::MsFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cannot {op} for {what}: {source}")]
+    #[error("cannot {op} for {what}: {source}{}", errno_meaning(.source))]
     Sys {
         op: &'static str,
         what: String,
@@ -37,6 +37,23 @@ pub enum MountError {
         path.display()
     )]
     OverlayPath { role: &'static str, path: PathBuf },
+}
+
+/// What an errno of a mount, node or host-path call means for a hook, to append to its
+/// error (empty for other errors): the errno's name and the likely cause, which differs in
+/// a user namespace (a rootless container) and as the host's root.
+pub fn errno_meaning(e: &std::io::Error) -> String {
+    let userns = crate::engine::in_user_namespace();
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) if userns => "EPERM: the hook runs in a user namespace (a rootless container), where the kernel does not permit this (no mknod, no mount over what the user's namespace does not own)",
+        Some(libc::EPERM) => "EPERM: the hook lacks the privilege (CAP_SYS_ADMIN or CAP_MKNOD in the initial user namespace); register it in the runtime's hooks so that it runs as root",
+        Some(libc::EACCES) if userns => "EACCES: the user who started the rootless container may not read this host path; an admin must make it readable by ordinary users (or leave it out of the configuration)",
+        Some(libc::EACCES) => "EACCES: permission denied on the host path",
+        Some(libc::EROFS) => "EROFS: the file system is read-only",
+        Some(libc::EINVAL) if userns => "EINVAL: the kernel refused these mount flags in a user namespace (a locked flag of the source mount cannot be cleared there)",
+        _ => return String::new(),
+    };
+    format!(" ({why})")
 }
 
 /// Per-mount flags applied to a bind mount.
@@ -462,6 +479,35 @@ pub fn unmount_path(path: &Path, detach: bool) -> Result<(), MountError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_errno_and_its_meaning() {
+        let e = MountError::Sys {
+            op: "bind-mount",
+            what: "/dev/nvidia0 -> /dev/nvidia0 (device node)".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        }
+        .to_string();
+        let (userns, rootful) = (
+            "(EPERM: the hook runs in a user namespace (a rootless container)",
+            "(EPERM: the hook lacks the privilege (CAP_SYS_ADMIN or CAP_MKNOD",
+        );
+        let want = if crate::engine::in_user_namespace() {
+            userns
+        } else {
+            rootful
+        };
+        assert!(
+            e.starts_with("cannot bind-mount for /dev/nvidia0 -> /dev/nvidia0 (device node): Operation not permitted (os error 1) ")
+                && e.contains(want),
+            "{e}"
+        );
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(errno_meaning(&e).starts_with(" (EACCES: "), "{e}");
+        // Errors whose text says it all get nothing added.
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(errno_meaning(&e), "");
+    }
 
     #[test]
     fn overlay_options_name_the_three_directories() {

@@ -18,7 +18,8 @@
 //! test rootfs), `mpi` (the host MPICH), `scratch` (lock, ids, scratch dirs), `process`
 //! (running commands), `hooks` (hook objects, hooks.d, hook logs), `overlay`, `bundle`
 //! (runc, crun), `podman`, `slurm` (the one-node Slurm), `mounts` and `snapshot`
-//! (host-side observation). Everything
+//! (host-side observation), `rootless` (the unprivileged user of the rootless tests).
+//! Everything
 //! public is re-exported here, so tests `use e2e_tests::...` without module paths.
 
 mod binaries;
@@ -30,6 +31,7 @@ mod overlay;
 mod podman;
 mod process;
 mod rootfs;
+mod rootless;
 mod scratch;
 mod slurm;
 mod snapshot;
@@ -43,6 +45,7 @@ pub use overlay::*;
 pub use podman::*;
 pub use process::*;
 pub use rootfs::*;
+pub use rootless::*;
 pub use scratch::*;
 pub use slurm::*;
 pub use snapshot::*;

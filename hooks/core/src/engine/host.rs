@@ -142,8 +142,13 @@ pub fn open_host(path: &str) -> Result<File, HostPathError> {
         }
         if let Some(ww) = &tainted {
             if md.uid() != 0 {
+                let rootless = if super::sys::in_user_namespace() {
+                    " (the hook runs in a user namespace, a rootless container, where every host user outside it, root included, shows as the overflow uid: keep driver files out of world-writable directories)"
+                } else {
+                    ""
+                };
                 return Err(unsafe_path(format!(
-                    "{here} is owned by uid {}, not root, under the world-writable directory {ww}; another user's file there could impersonate the driver's",
+                    "{here} is owned by uid {}, not root, under the world-writable directory {ww}; another user's file there could impersonate the driver's{rootless}",
                     md.uid()
                 )));
             }

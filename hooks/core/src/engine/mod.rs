@@ -26,7 +26,7 @@ pub use hooks::{known_hook, parse_link, KnownHook, Link};
 pub use host::{open_host, HostPathError, WORLD_WRITABLE_DIRS};
 pub use mounts::bind_dir_fd;
 pub use nodes::{choose, NodeMethod};
-pub use sys::{NodeKind, NodeSpec, RealSys, Sys};
+pub use sys::{in_user_namespace, NodeKind, NodeSpec, RealSys, Sys};
 
 use crate::devices::{self, Access, CgroupLocator, DevType, DeviceNode, Grant};
 use crate::mountinfo::MountEntry;
@@ -54,7 +54,7 @@ pub enum EngineError {
         access: String,
         message: String,
     },
-    #[error("mount {host} -> {container}: cannot open the host path: {source}; the host file is missing: regenerate the CDI spec (cdi-gen), fix --driver-root or the hook's configuration")]
+    #[error("mount {host} -> {container}: cannot open the host path: {source}{}; the host file is missing: regenerate the CDI spec (cdi-gen), fix --driver-root or the hook's configuration", crate::mount::errno_meaning(.source))]
     HostOpen {
         host: String,
         container: String,
@@ -292,9 +292,18 @@ pub fn apply(target: &Target<'_>, plan: &Plan, sys: &dyn Sys) -> Result<Report, 
     let mut seen = HashSet::new();
     grants.retain(|g| seen.insert(*g));
     if !grants.is_empty() {
-        report
-            .log
-            .extend(sys.grant(&grants, &target.cgroup, &target.mounts)?);
+        if sys.user_namespace() {
+            // Said once, never silently: there is nothing to edit, and nothing to allow.
+            let list: Vec<String> = grants.iter().map(|g| g.to_string()).collect();
+            report.log.push(format!(
+                "device cgroup not edited for {}: the hook runs in a user namespace (a rootless container), where the runtime sets up no device cgroup to edit; the container opens the nodes with their host permissions",
+                list.join(", ")
+            ));
+        } else {
+            report
+                .log
+                .extend(sys.grant(&grants, &target.cgroup, &target.mounts)?);
+        }
     }
     report.grants = grants;
 

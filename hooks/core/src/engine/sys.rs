@@ -65,6 +65,9 @@ pub trait Sys {
     /// True when nodes may be created with mknod: the process has `CAP_MKNOD` in the
     /// initial user namespace.
     fn can_mknod(&self) -> bool;
+    /// True when the process runs in a user namespace (not the initial one's identity
+    /// map): a rootless container, where the runtime sets up no device cgroup to edit.
+    fn user_namespace(&self) -> bool;
     /// Bind-mounts `source` onto `target` with `flags` (see [`mount::bind`]).
     fn bind(
         &self,
@@ -120,11 +123,20 @@ pub fn has_effective_cap(status: &str, cap: u32) -> bool {
         .is_some_and(|bits| bits & (1u64 << cap) != 0)
 }
 
+/// True when this process runs in a user namespace other than the initial one.
+pub fn in_user_namespace() -> bool {
+    !is_identity_uid_map(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
+}
+
 impl Sys for RealSys {
     fn can_mknod(&self) -> bool {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         is_identity_uid_map(&read("/proc/self/uid_map"))
             && has_effective_cap(&read("/proc/self/status"), CAP_MKNOD)
+    }
+
+    fn user_namespace(&self) -> bool {
+        in_user_namespace()
     }
 
     fn bind(
@@ -145,13 +157,25 @@ impl Sys for RealSys {
             message: e.to_string(),
         };
         let perm = Permissions::from_mode(node.mode);
+        // The kernel's errno, named with what it means for a hook (pathrs says only "create
+        // failed").
+        let create_err = |e: &pathrs::error::Error| {
+            let (errno, meaning) = match e.kind() {
+                pathrs::error::ErrorKind::OsError(Some(n)) => {
+                    let io = std::io::Error::from_raw_os_error(n);
+                    (format!(": {io}"), crate::mount::errno_meaning(&io))
+                }
+                _ => (String::new(), String::new()),
+            };
+            err(&format!("mknod: {e}{errno}{meaning}"))
+        };
         let it = match node.kind {
             NodeKind::Char => InodeType::CharacterDevice(perm, node.rdev()),
             NodeKind::Block => InodeType::BlockDevice(perm, node.rdev()),
             NodeKind::Fifo => InodeType::Fifo(perm),
         };
         let root = rootfs.root();
-        root.create(path, &it).map_err(|e| err(&e))?;
+        root.create(path, &it).map_err(|e| create_err(&e))?;
         let h = root.resolve_nofollow(path).map_err(|e| err(&e))?;
         // mknod applies the umask: set the exact mode through the O_PATH handle's fd path
         // (it names the node just created in-root), and the owner when one is given.
@@ -236,11 +260,13 @@ pub mod testing {
         },
     }
 
-    /// Records calls; `privileged` is what [`Sys::can_mknod`] answers. A directory a tmpfs
+    /// Records calls; `privileged` is what [`Sys::can_mknod`] answers, `user_ns` what
+    /// [`Sys::user_namespace`] answers (a rootless container). A directory a tmpfs
     /// was "mounted" on reports [`mount::TMPFS_MAGIC`], everything else ext4's magic.
     #[derive(Debug, Default)]
     pub struct RecordingSys {
         pub privileged: bool,
+        pub user_ns: bool,
         pub calls: RefCell<Vec<Call>>,
         tmpfs: RefCell<Vec<(u64, u64)>>,
     }
@@ -264,6 +290,14 @@ pub mod testing {
             }
         }
 
+        /// A hook in a rootless container: no mknod, in a user namespace.
+        pub fn rootless() -> Self {
+            RecordingSys {
+                user_ns: true,
+                ..Default::default()
+            }
+        }
+
         /// The calls so far.
         pub fn calls(&self) -> Vec<Call> {
             self.calls.borrow().clone()
@@ -277,6 +311,10 @@ pub mod testing {
     impl Sys for RecordingSys {
         fn can_mknod(&self) -> bool {
             self.privileged
+        }
+
+        fn user_namespace(&self) -> bool {
+            self.user_ns
         }
 
         fn bind(

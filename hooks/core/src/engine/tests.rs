@@ -211,6 +211,57 @@ fn node_under_dev_is_created_when_privileged_and_bound_when_not() {
 }
 
 #[test]
+fn rootless_binds_nodes_and_skips_the_device_cgroup_with_one_line() {
+    // A hook in a rootless container: no mknod, and no device cgroup to edit. The nodes
+    // are bound, the cgroup step is skipped and said once (never silently).
+    let f = Fixture::new();
+    let mut p = plan(ContainerEdits {
+        device_nodes: vec![
+            node("/dev/xnull", "/dev/null", "", ""),
+            node("/dev/xzero", "/dev/zero", "c", "r"),
+        ],
+        ..ContainerEdits::default()
+    });
+    p.device_rules.push(DeviceRule {
+        typ: "c".into(),
+        major: 231,
+        minor: 64,
+        access: "rw".into(),
+    });
+    let sys = RecordingSys::rootless();
+    let r = apply(&f.target(), &p, &sys).unwrap();
+    let calls = sys.calls();
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, Call::Mknod { .. } | Call::Grant { .. })));
+    assert_eq!(
+        binds(&calls),
+        [
+            (
+                PathBuf::from("/dev/null"),
+                f.in_root("/dev/xnull"),
+                BindFlags::DEVICE
+            ),
+            (
+                PathBuf::from("/dev/zero"),
+                f.in_root("/dev/xzero"),
+                BindFlags::DEVICE
+            )
+        ]
+    );
+    let skipped: Vec<&String> = r
+        .log
+        .iter()
+        .filter(|l| l.starts_with("device cgroup not edited"))
+        .collect();
+    assert_eq!(
+        skipped,
+        ["device cgroup not edited for c 1:3 rwm, c 1:5 r, c 231:64 rw: the hook runs in a user namespace (a rootless container), where the runtime sets up no device cgroup to edit; the container opens the nodes with their host permissions"]
+    );
+    assert_eq!((r.nodes_created, r.nodes_bound), (0, 2));
+}
+
+#[test]
 fn node_outside_dev_is_bound_even_when_privileged() {
     let f = Fixture::new();
     let edits = ContainerEdits {
