@@ -9,6 +9,7 @@ use cdi_specs::version::Version;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use gpu_discover::edits::{HookConfig, HookKind, DEFAULT_HOOK_PATH};
+use gpu_discover::nvidia::hpc::DeviceClass;
 use gpu_discover::nvidia::{DiscoveryMode, NameStrategy, NvidiaOptions};
 use gpu_discover::{GenerateOptions, Roots, Vendor};
 
@@ -123,6 +124,16 @@ pub enum StrategyArg {
     TypeIndex,
 }
 
+/// `--device-class`: GPUs or one of the HPC device classes (docs/cdi-gen.md).
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DeviceClassArg {
+    Gpu,
+    ImexChannel,
+    Gds,
+    Gdrcopy,
+    Mofed,
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum HookArg {
     CreateSymlinks,
@@ -146,7 +157,14 @@ pub fn parse_discovery(s: &str) -> Result<DiscoveryArg, String> {
         "auto" => DiscoveryArg::Auto,
         "nvml" => DiscoveryArg::Nvml,
         "procfs" => DiscoveryArg::Procfs,
-        m @ ("csv" | "wsl" | "management" | "gds" | "mofed" | "gdrcopy" | "imex" | "nvswitch") => {
+        m @ ("gds" | "mofed" | "gdrcopy" | "imex") => {
+            let class = if m == "imex" { "imex-channel" } else { m };
+            return Err(format!(
+                "nvidia-ctk's discovery mode '{m}' is cdi-gen's --device-class {class} \
+                 (kind nvidia.com/{class}); NVSwitch nodes are in the gpu spec itself"
+            ));
+        }
+        m @ ("csv" | "wsl" | "management" | "nvswitch") => {
             return Err(format!(
                 "nvidia-ctk's discovery mode '{m}' is not supported by cdi-gen, which \
                  generates specs for NVIDIA GPUs from NVML or procfs/sysfs (auto, nvml, procfs) \
@@ -165,6 +183,13 @@ pub struct GenerateArgs {
     /// Class of the kind (`vendor/class`; nvidia-ctk's --cdi-class is accepted).
     #[arg(long, default_value = "gpu", alias = "cdi-class")]
     pub class: String,
+    /// NVIDIA devices to generate a spec for: gpu (GPUs, MIG devices, NVSwitch nodes), or
+    /// an HPC class present on the node: imex-channel (nvidia.com/imex-channel=N), gds
+    /// (nvidia.com/gds=all), gdrcopy (nvidia.com/gdrcopy=all), mofed (RDMA verbs:
+    /// nvidia.com/mofed=uverbsN, =all). The kind's class is the device class unless
+    /// --class names another. Exit 3 when the node has none.
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub device_class: DeviceClassArg,
     /// Output format (default: from the --output extension, else yaml).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
@@ -344,12 +369,24 @@ impl GenerateArgs {
                 }
             }
         }
+        let device_class = match self.device_class {
+            DeviceClassArg::Gpu => DeviceClass::Gpu,
+            DeviceClassArg::ImexChannel => DeviceClass::ImexChannel,
+            DeviceClassArg::Gds => DeviceClass::Gds,
+            DeviceClassArg::Gdrcopy => DeviceClass::Gdrcopy,
+            DeviceClassArg::Mofed => DeviceClass::Mofed,
+        };
         GenerateOptions {
             vendor: match self.vendor {
                 VendorArg::Nvidia => Vendor::Nvidia,
                 VendorArg::Amd => Vendor::Amd,
             },
-            class: self.class.clone(),
+            class: match (self.device_class, self.class.as_str()) {
+                (DeviceClassArg::Gpu, _) => self.class.clone(),
+                (_, "gpu") => device_class.name().to_string(),
+                (_, c) => c.to_string(),
+            },
+            device_class,
             format: self.format.map(|f| match f {
                 FormatArg::Yaml => Format::Yaml,
                 FormatArg::Json => Format::Json,
