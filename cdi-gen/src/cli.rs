@@ -92,6 +92,12 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check the installed specs against the node: device nodes (type, major:minor vs the
+    /// node and /proc/devices), host paths gone after a driver upgrade, hooks, file mode
+    /// and owner, which file wins a kind, cdiVersion vs podman, devices that differ from a
+    /// fresh discovery (MIG layout, removed GPUs). Exit 0 all match, 1 a spec does not
+    /// load, 6 a spec is stale or unsafe.
+    Doctor(Box<DoctorArgs>),
     /// Print NVML's GPU facts as JSON (run by gpu-hook in a clean child process, so the
     /// hook itself never loads driver code).
     #[command(hide = true)]
@@ -100,6 +106,22 @@ pub enum Command {
         #[arg(long)]
         nvml_lib: PathBuf,
     },
+}
+
+/// `cdi-gen doctor`: the spec directories, the podman to check against, and the
+/// generation options a fresh spec is discovered with for comparison.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Spec directory, lowest priority first; repeatable or ':'-separated
+    /// (default: /etc/cdi:/var/run/cdi).
+    #[arg(long = "spec-dir", alias = "spec-dirs", value_name = "DIR")]
+    pub spec_dirs: Vec<PathBuf>,
+    /// podman version whose cdiVersion ceiling applies (`none`: no check; default: run
+    /// `podman --version`).
+    #[arg(long, value_name = "VERSION")]
+    pub podman_version: Option<String>,
+    #[command(flatten)]
+    pub generate: GenerateArgs,
 }
 
 /// `--vendor`: ours (`nvidia`, `amd`) or nvidia-ctk's vendor of the kind (`nvidia.com`).
