@@ -285,3 +285,19 @@ fn hpc_class_spec_checked_against_the_node() {
         "{text}"
     );
 }
+
+#[test]
+fn every_naming_strategy_is_compared() {
+    let d = setup(
+        &MachineSpec::mig(2, 1, 2),
+        &["--device-name-strategy", "type-index"],
+    );
+    ok(&d);
+    let mut now = d.m.spec.clone();
+    now.gpus[0].migs.pop();
+    std::fs::write(&d.m.nvml_config, now.nvml_config()).unwrap();
+    problem(
+        &d,
+        &["devices mig0:1 are not on the node any more (GPU removed or MIG layout changed)"],
+    );
+}

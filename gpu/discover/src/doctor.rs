@@ -13,6 +13,7 @@ use cdi_specs::version::{Version, ENGINE_LIMITS};
 
 use crate::nvidia::hpc::DeviceClass;
 use crate::nvidia::procfs::{self, Majors};
+use crate::nvidia::NameStrategy;
 use crate::{GenerateOptions, Vendor};
 
 /// `cdi-gen doctor` exit codes (besides [`crate::exit::OK`] and `INVALID_SPEC`, a spec
@@ -269,6 +270,13 @@ fn fresh_spec(opts: &DoctorOptions, class: DeviceClass, kind: &str) -> Result<Sp
     g.class = kind.trim_start_matches("nvidia.com/").to_string();
     g.output = None;
     g.spec_version = None;
+    g.all_device = true;
+    // Every naming strategy: the spec may use any of them.
+    g.nvidia.strategies = vec![
+        NameStrategy::Index,
+        NameStrategy::Uuid,
+        NameStrategy::TypeIndex,
+    ];
     let mut warnings = Vec::new();
     crate::generate(&g, &mut warnings)
         .map(|x| x.spec)
@@ -450,7 +458,24 @@ fn compare(spec: &Spec, fresh: &Spec, f: &mut Findings) {
         match fresh_devs.get(d.name.as_str()) {
             None => gone.push(d.name.clone()),
             Some(now) if d.name != "all" => {
-                let (a, b) = (nodes_of(&d.container_edits), nodes_of(now));
+                let a = nodes_of(&d.container_edits);
+                let mut b = nodes_of(now);
+                // Nodes the spec names by path only (nvidia-ctk's) are compared by path.
+                let by_path: BTreeSet<&str> = a
+                    .iter()
+                    .filter(|n| n.1.is_none())
+                    .map(|n| n.0.as_str())
+                    .collect();
+                b = b
+                    .into_iter()
+                    .map(|n| {
+                        if by_path.contains(n.0.as_str()) {
+                            (n.0, None, None)
+                        } else {
+                            n
+                        }
+                    })
+                    .collect();
                 if a != b {
                     f.problems.push(format!(
                         "device {}: its nodes differ from the node now (MIG layout changed, or devices renumbered): the spec has {}, the node has {}; regenerate the spec",
