@@ -74,15 +74,9 @@ pub const CONFIG_FILES: [&str; 13] = [
 /// (`libnvidia-egl-gbm.so.1.1.1`): mounted with their SONAME links, as nvidia-ctk does.
 pub const GRAPHICS_LIBS: [&str; 2] = ["libnvidia-egl-gbm.so.", "libnvidia-egl-wayland.so."];
 
-/// Directories of the X server modules, relative to libcuda's directory (first) and
-/// absolute (then), searched in this order like nvidia-ctk; the first hit of each file wins.
-const XORG_REL_DIRS: [&str; 5] = [
-    "nvidia/xorg",
-    "xorg/modules/drivers",
-    "xorg/modules/extensions",
-    "xorg/modules/updates/drivers",
-    "xorg/modules/updates/extensions",
-];
+/// Directories of the X server modules: `<libcuda dir>/nvidia/xorg`, then
+/// `<base>/<subdir>` for libcuda's `xorg` directory and these, in this order like
+/// nvidia-ctk; the first hit of each file wins.
 const XORG_ROOTS: [&str; 4] = [
     "/usr/lib/xorg",
     "/usr/lib64/xorg",
@@ -263,29 +257,53 @@ fn is_graphics_lib(name: &str) -> bool {
 }
 
 /// The X server modules: the first `nvidia_drv.so` and `libglxserver_nvidia.so.<version>`
-/// in the X module directories (next to libcuda first), canonical in-root paths.
+/// in the X module directories (next to libcuda first), canonical in-root paths. A base
+/// directory that does not exist is resolved once, not once per file and subdirectory.
 fn xorg_modules(roots: &Roots, libcuda_dir: Option<&str>, version: &str) -> Vec<FileMount> {
-    let mut dirs: Vec<String> = Vec::new();
+    let mut groups: Vec<(String, &[&str])> = Vec::new();
     if let Some(d) = libcuda_dir {
-        dirs.extend(XORG_REL_DIRS.iter().map(|r| format!("{d}/{r}")));
+        groups.push((format!("{d}/nvidia/xorg"), &[""]));
+        groups.push((format!("{d}/xorg"), &XORG_SUBDIRS));
     }
-    for r in XORG_ROOTS {
-        dirs.extend(XORG_SUBDIRS.iter().map(|s| format!("{r}/{s}")));
+    groups.extend(
+        XORG_ROOTS
+            .iter()
+            .map(|r| (r.to_string(), &XORG_SUBDIRS[..])),
+    );
+    let mut dirs: Vec<(String, Vec<String>)> = Vec::new();
+    for (base, subs) in groups {
+        let Some(real) = roots.resolve_in_driver_root(&base) else {
+            continue;
+        };
+        for sub in subs {
+            let d = if sub.is_empty() {
+                real.clone()
+            } else {
+                match roots.resolve_in_driver_root(&format!("{real}/{sub}")) {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            let names = list_dir(roots, &d);
+            if !names.is_empty() {
+                dirs.push((d, names));
+            }
+        }
     }
     let mut out = Vec::new();
     for file in [
         "nvidia_drv.so".to_string(),
         format!("libglxserver_nvidia.so.{version}"),
     ] {
-        for d in &dirs {
-            let p = format!("{d}/{file}");
-            if let Some(real) = roots.resolve_in_driver_root(&p) {
-                out.push(FileMount {
-                    host: real.clone(),
-                    container: real,
-                });
-                break;
-            }
+        let found = dirs
+            .iter()
+            .filter(|(_, names)| names.binary_search(&file).is_ok())
+            .find_map(|(d, _)| roots.resolve_in_driver_root(&format!("{d}/{file}")));
+        if let Some(real) = found {
+            out.push(FileMount {
+                host: real.clone(),
+                container: real,
+            });
         }
     }
     out
