@@ -108,8 +108,9 @@ pub enum Command {
     },
 }
 
-/// `cdi-gen doctor`: the spec directories, the podman to check against, and the
-/// generation options a fresh spec is discovered with for comparison.
+/// `cdi-gen doctor`: the spec directories, the podman to check against, and where the
+/// node's devices are discovered for comparison (few options: every argument defined
+/// costs every cdi-gen run its start-up time).
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
     /// Spec directory, lowest priority first; repeatable or ':'-separated
@@ -120,8 +121,60 @@ pub struct DoctorArgs {
     /// `podman --version`).
     #[arg(long, value_name = "VERSION")]
     pub podman_version: Option<String>,
-    #[command(flatten)]
-    pub generate: GenerateArgs,
+    /// Root of the driver installation (as for generate).
+    #[arg(long, default_value = "/", env = "CDI_GEN_DRIVER_ROOT")]
+    pub driver_root: PathBuf,
+    /// Root under which /dev is looked up (default: the driver root).
+    #[arg(long)]
+    pub dev_root: Option<PathBuf>,
+    /// libnvidia-ml.so.1 to load (as for generate).
+    #[arg(long)]
+    pub nvml_lib: Option<PathBuf>,
+    /// Where NVIDIA GPU facts come from: auto, nvml, procfs (as for generate).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_discovery)]
+    pub discovery: DiscoveryArg,
+    /// sysfs root (tests).
+    #[arg(long, hide = true, default_value = "/sys", env = "CDI_GEN_SYSFS_ROOT")]
+    pub sysfs_root: PathBuf,
+    /// procfs root (tests).
+    #[arg(
+        long,
+        hide = true,
+        default_value = "/proc",
+        env = "CDI_GEN_PROCFS_ROOT"
+    )]
+    pub procfs_root: PathBuf,
+}
+
+impl DoctorArgs {
+    /// The generation options a fresh spec is discovered with.
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            roots: Roots {
+                driver_root: self.driver_root.clone(),
+                dev_root: self
+                    .dev_root
+                    .clone()
+                    .unwrap_or_else(|| self.driver_root.clone()),
+                sys_root: self.sysfs_root.clone(),
+                proc_root: self.procfs_root.clone(),
+            },
+            nvidia: NvidiaOptions {
+                nvml_lib: self.nvml_lib.clone(),
+                mode: discovery_mode(self.discovery),
+                ..NvidiaOptions::default()
+            },
+            ..GenerateOptions::default()
+        }
+    }
+}
+
+fn discovery_mode(d: DiscoveryArg) -> DiscoveryMode {
+    match d {
+        DiscoveryArg::Auto => DiscoveryMode::Auto,
+        DiscoveryArg::Nvml => DiscoveryMode::Nvml,
+        DiscoveryArg::Procfs => DiscoveryMode::Procfs,
+    }
 }
 
 /// `--vendor`: ours (`nvidia`, `amd`) or nvidia-ctk's vendor of the kind (`nvidia.com`).
@@ -428,11 +481,7 @@ impl GenerateArgs {
             nvidia: NvidiaOptions {
                 nvml_lib: self.nvml_lib.clone(),
                 nvml_helper: None,
-                mode: match self.discovery {
-                    DiscoveryArg::Auto => DiscoveryMode::Auto,
-                    DiscoveryArg::Nvml => DiscoveryMode::Nvml,
-                    DiscoveryArg::Procfs => DiscoveryMode::Procfs,
-                },
+                mode: discovery_mode(self.discovery),
                 strategies,
                 library_search_paths: self.library_search_paths.clone(),
                 mps_pipe_dir: self.mps_pipe_dir.clone(),

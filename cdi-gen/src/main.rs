@@ -88,7 +88,7 @@ fn run_doctor(a: &DoctorArgs) -> i32 {
     };
     let verdict = doctor(&DoctorOptions {
         dirs: spec_dirs(&a.spec_dirs),
-        generate: a.generate.options(),
+        generate: a.options(),
         podman,
     });
     for l in &verdict.lines {

@@ -59,8 +59,6 @@ fn doctor(d: &Doc, dirs: &[&Path], extra: &[&str]) -> (i32, String) {
         .arg(&d.m.sys)
         .arg("--procfs-root")
         .arg(&d.m.proc)
-        .arg("--hook-path")
-        .arg(&d.hook)
         .args(extra);
     if !extra.contains(&"--podman-version") {
         c.args(["--podman-version", "none"]);
