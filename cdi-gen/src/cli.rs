@@ -15,8 +15,9 @@ use gpu_discover::{GenerateOptions, Roots, Vendor};
 
 /// Generates CDI specs for NVIDIA and AMD GPUs, lists and validates installed specs.
 ///
-/// Exit codes: 0 ok; 1 a spec does not load (list, validate); 2 bad command line;
-/// 3 discovery failed; 4 the spec cannot be written; 5 --spec-version too old.
+/// Exit codes: 0 ok; 1 a spec does not load (list, validate, doctor); 2 bad command line;
+/// 3 discovery failed; 4 the spec cannot be written; 5 --spec-version too old; 6 doctor
+/// found a stale or unsafe spec.
 ///
 /// Without a subcommand, cdi-gen generates a spec (the same as `cdi-gen generate`), e.g.
 /// `cdi-gen --vendor nvidia --output /var/run/cdi/nvidia.yaml` (what the package's
