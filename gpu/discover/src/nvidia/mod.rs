@@ -384,6 +384,19 @@ fn mig_devices(
 ) -> Vec<NamedDevice> {
     let caps_major = majors.get("nvidia-caps");
     let mut out = Vec::new();
+    // The parent GPU node is looked up once for all its MIG devices.
+    let mut parent = ContainerEdits::default();
+    let parent_ok = push_node(
+        roots,
+        NodeFact {
+            path: format!("/dev/nvidia{}", gpu.minor),
+            major: Some(majors.nvidia()),
+            minor: gpu.minor,
+        },
+        &format!("MIG devices of GPU {}: parent node", gpu.index),
+        &mut parent,
+        warnings,
+    );
     for mig in &gpu.migs {
         let label = format!("MIG device {}:{}", gpu.index, mig.index);
         let (Some(gi_minor), Some(ci_minor)) = (
@@ -399,18 +412,11 @@ fn mig_devices(
             ));
             continue;
         };
-        let mut edits = ContainerEdits::default();
-        let mut ok = push_node(
-            roots,
-            NodeFact {
-                path: format!("/dev/nvidia{}", gpu.minor),
-                major: Some(majors.nvidia()),
-                minor: gpu.minor,
-            },
-            &format!("{label} parent node"),
-            &mut edits,
-            warnings,
-        );
+        let mut edits = ContainerEdits {
+            device_nodes: parent.device_nodes.clone(),
+            ..ContainerEdits::default()
+        };
+        let mut ok = parent_ok;
         for m in [gi_minor, ci_minor] {
             ok &= push_node(
                 roots,
