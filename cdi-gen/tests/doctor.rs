@@ -91,7 +91,7 @@ fn problem(d: &Doc, want: &[&str]) -> String {
         );
     }
     assert!(
-        text.contains("problems: regenerate the stale specs"),
+        text.contains(": regenerate the stale specs (cdi-gen --output"),
         "{text}"
     );
     text
@@ -242,7 +242,8 @@ fn no_spec_and_unloadable_spec() {
     let (code, text) = doctor(&d, &[&empty], &[]);
     assert_eq!(code, 6, "{text}");
     assert!(
-        text.contains("problem: no CDI spec in /FAKE/empty"),
+        text.contains("problem: no CDI spec in /FAKE/empty")
+            && text.contains("cdi-gen doctor: 0 spec files in /FAKE/empty: 1 problem: regenerate"),
         "{text}"
     );
     std::fs::write(
@@ -253,7 +254,9 @@ fn no_spec_and_unloadable_spec() {
     let (code, text) = doctor(&d, &[&empty], &[]);
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("does not load: ") && text.contains("bad.yaml"),
+        text.contains("does not load: ")
+            && text.contains("bad.yaml")
+            && text.contains(": 1 spec file does not load"),
         "{text}"
     );
 }

@@ -217,11 +217,17 @@ pub fn doctor(opts: &DoctorOptions) -> Verdict {
         ));
     }
     let verdict = if v.unloadable > 0 {
-        format!("{} spec files do not load", v.unloadable)
+        format!(
+            "{} spec file{} do{} not load",
+            v.unloadable,
+            if v.unloadable == 1 { "" } else { "s" },
+            if v.unloadable == 1 { "es" } else { "" }
+        )
     } else if v.problems > 0 {
         format!(
-            "{} problems: regenerate the stale specs (cdi-gen --output /var/run/cdi/nvidia.yaml, or systemctl start cdi-gen-refresh) and fix what is listed",
-            v.problems
+            "{} problem{}: regenerate the stale specs (cdi-gen --output /var/run/cdi/nvidia.yaml, or systemctl start cdi-gen-refresh) and fix what is listed",
+            v.problems,
+            if v.problems == 1 { "" } else { "s" }
         )
     } else {
         "every spec matches the node".to_string()
