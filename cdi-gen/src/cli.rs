@@ -9,13 +9,15 @@ use cdi_specs::version::Version;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use gpu_discover::edits::{HookConfig, HookKind, DEFAULT_HOOK_PATH};
+use gpu_discover::nvidia::hpc::DeviceClass;
 use gpu_discover::nvidia::{DiscoveryMode, NameStrategy, NvidiaOptions};
 use gpu_discover::{GenerateOptions, Roots, Vendor};
 
 /// Generates CDI specs for NVIDIA and AMD GPUs, lists and validates installed specs.
 ///
-/// Exit codes: 0 ok; 1 a spec does not load (list, validate); 2 bad command line;
-/// 3 discovery failed; 4 the spec cannot be written; 5 --spec-version too old.
+/// Exit codes: 0 ok; 1 a spec does not load (list, validate, doctor); 2 bad command line;
+/// 3 discovery failed; 4 the spec cannot be written; 5 --spec-version too old; 6 doctor
+/// found a stale or unsafe spec.
 ///
 /// Without a subcommand, cdi-gen generates a spec (the same as `cdi-gen generate`), e.g.
 /// `cdi-gen --vendor nvidia --output /var/run/cdi/nvidia.yaml` (what the package's
@@ -94,6 +96,12 @@ pub enum Command {
     /// Write the CDI specs of the host MPI stack: hpc-hooks.io/mpi=host and
     /// hpc-hooks.io/glibc=host (one kind per spec file, so two files; docs/cdi-gen.md).
     Mpi(Box<crate::mpi::MpiArgs>),
+    /// Check the installed specs against the node: device nodes (type, major:minor vs the
+    /// node and /proc/devices), host paths gone after a driver upgrade, hooks, file mode
+    /// and owner, which file wins a kind, cdiVersion vs podman, devices that differ from a
+    /// fresh discovery (MIG layout, removed GPUs). Exit 0 all match, 1 a spec does not
+    /// load, 6 a spec is stale or unsafe.
+    Doctor(Box<DoctorArgs>),
     /// Print NVML's GPU facts as JSON (run by gpu-hook in a clean child process, so the
     /// hook itself never loads driver code).
     #[command(hide = true)]
@@ -102,6 +110,75 @@ pub enum Command {
         #[arg(long)]
         nvml_lib: PathBuf,
     },
+}
+
+/// `cdi-gen doctor`: the spec directories, the podman to check against, and where the
+/// node's devices are discovered for comparison (few options: every argument defined
+/// costs every cdi-gen run its start-up time).
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Spec directory, lowest priority first; repeatable or ':'-separated
+    /// (default: /etc/cdi:/var/run/cdi).
+    #[arg(long = "spec-dir", alias = "spec-dirs", value_name = "DIR")]
+    pub spec_dirs: Vec<PathBuf>,
+    /// podman version whose cdiVersion ceiling applies (`none`: no check; default: run
+    /// `podman --version`).
+    #[arg(long, value_name = "VERSION")]
+    pub podman_version: Option<String>,
+    /// Root of the driver installation (as for generate).
+    #[arg(long, default_value = "/", env = "CDI_GEN_DRIVER_ROOT")]
+    pub driver_root: PathBuf,
+    /// Root under which /dev is looked up (default: the driver root).
+    #[arg(long)]
+    pub dev_root: Option<PathBuf>,
+    /// libnvidia-ml.so.1 to load (as for generate).
+    #[arg(long)]
+    pub nvml_lib: Option<PathBuf>,
+    /// Where NVIDIA GPU facts come from: auto, nvml, procfs (as for generate).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_discovery)]
+    pub discovery: DiscoveryArg,
+    /// sysfs root (tests).
+    #[arg(long, hide = true, default_value = "/sys", env = "CDI_GEN_SYSFS_ROOT")]
+    pub sysfs_root: PathBuf,
+    /// procfs root (tests).
+    #[arg(
+        long,
+        hide = true,
+        default_value = "/proc",
+        env = "CDI_GEN_PROCFS_ROOT"
+    )]
+    pub procfs_root: PathBuf,
+}
+
+impl DoctorArgs {
+    /// The generation options a fresh spec is discovered with.
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            roots: Roots {
+                driver_root: self.driver_root.clone(),
+                dev_root: self
+                    .dev_root
+                    .clone()
+                    .unwrap_or_else(|| self.driver_root.clone()),
+                sys_root: self.sysfs_root.clone(),
+                proc_root: self.procfs_root.clone(),
+            },
+            nvidia: NvidiaOptions {
+                nvml_lib: self.nvml_lib.clone(),
+                mode: discovery_mode(self.discovery),
+                ..NvidiaOptions::default()
+            },
+            ..GenerateOptions::default()
+        }
+    }
+}
+
+fn discovery_mode(d: DiscoveryArg) -> DiscoveryMode {
+    match d {
+        DiscoveryArg::Auto => DiscoveryMode::Auto,
+        DiscoveryArg::Nvml => DiscoveryMode::Nvml,
+        DiscoveryArg::Procfs => DiscoveryMode::Procfs,
+    }
 }
 
 /// `--vendor`: ours (`nvidia`, `amd`) or nvidia-ctk's vendor of the kind (`nvidia.com`).
@@ -124,6 +201,16 @@ pub enum StrategyArg {
     Index,
     Uuid,
     TypeIndex,
+}
+
+/// `--device-class`: GPUs or one of the HPC device classes (docs/cdi-gen.md).
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DeviceClassArg {
+    Gpu,
+    ImexChannel,
+    Gds,
+    Gdrcopy,
+    Mofed,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -149,7 +236,14 @@ pub fn parse_discovery(s: &str) -> Result<DiscoveryArg, String> {
         "auto" => DiscoveryArg::Auto,
         "nvml" => DiscoveryArg::Nvml,
         "procfs" => DiscoveryArg::Procfs,
-        m @ ("csv" | "wsl" | "management" | "gds" | "mofed" | "gdrcopy" | "imex" | "nvswitch") => {
+        m @ ("gds" | "mofed" | "gdrcopy" | "imex") => {
+            let class = if m == "imex" { "imex-channel" } else { m };
+            return Err(format!(
+                "nvidia-ctk's discovery mode '{m}' is cdi-gen's --device-class {class} \
+                 (kind nvidia.com/{class}); NVSwitch nodes are in the gpu spec itself"
+            ));
+        }
+        m @ ("csv" | "wsl" | "management" | "nvswitch") => {
             return Err(format!(
                 "nvidia-ctk's discovery mode '{m}' is not supported by cdi-gen, which \
                  generates specs for NVIDIA GPUs from NVML or procfs/sysfs (auto, nvml, procfs) \
@@ -168,6 +262,13 @@ pub struct GenerateArgs {
     /// Class of the kind (`vendor/class`; nvidia-ctk's --cdi-class is accepted).
     #[arg(long, default_value = "gpu", alias = "cdi-class")]
     pub class: String,
+    /// NVIDIA devices to generate a spec for: gpu (GPUs, MIG devices, NVSwitch nodes), or
+    /// an HPC class present on the node: imex-channel (nvidia.com/imex-channel=N), gds
+    /// (nvidia.com/gds=all), gdrcopy (nvidia.com/gdrcopy=all), mofed (RDMA verbs:
+    /// nvidia.com/mofed=uverbsN, =all). The kind's class is the device class unless
+    /// --class names another. Exit 3 when the node has none.
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub device_class: DeviceClassArg,
     /// Output format (default: from the --output extension, else yaml).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
@@ -347,12 +448,24 @@ impl GenerateArgs {
                 }
             }
         }
+        let device_class = match self.device_class {
+            DeviceClassArg::Gpu => DeviceClass::Gpu,
+            DeviceClassArg::ImexChannel => DeviceClass::ImexChannel,
+            DeviceClassArg::Gds => DeviceClass::Gds,
+            DeviceClassArg::Gdrcopy => DeviceClass::Gdrcopy,
+            DeviceClassArg::Mofed => DeviceClass::Mofed,
+        };
         GenerateOptions {
             vendor: match self.vendor {
                 VendorArg::Nvidia => Vendor::Nvidia,
                 VendorArg::Amd => Vendor::Amd,
             },
-            class: self.class.clone(),
+            class: match (self.device_class, self.class.as_str()) {
+                (DeviceClassArg::Gpu, _) => self.class.clone(),
+                (_, "gpu") => device_class.name().to_string(),
+                (_, c) => c.to_string(),
+            },
+            device_class,
             format: self.format.map(|f| match f {
                 FormatArg::Yaml => Format::Yaml,
                 FormatArg::Json => Format::Json,
@@ -372,11 +485,7 @@ impl GenerateArgs {
             nvidia: NvidiaOptions {
                 nvml_lib: self.nvml_lib.clone(),
                 nvml_helper: None,
-                mode: match self.discovery {
-                    DiscoveryArg::Auto => DiscoveryMode::Auto,
-                    DiscoveryArg::Nvml => DiscoveryMode::Nvml,
-                    DiscoveryArg::Procfs => DiscoveryMode::Procfs,
-                },
+                mode: discovery_mode(self.discovery),
                 strategies,
                 library_search_paths: self.library_search_paths.clone(),
                 mps_pipe_dir: self.mps_pipe_dir.clone(),

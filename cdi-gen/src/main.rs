@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cdi_gen::cli::{parse_log_level, Cli, Command, GenerateArgs};
+use cdi_gen::cli::{parse_log_level, Cli, Command, DoctorArgs, GenerateArgs};
 use clap::Parser;
 use gpu_discover::exit;
 
@@ -61,6 +61,42 @@ fn run_generate(args: &GenerateArgs) -> i32 {
     }
 }
 
+/// The spec directories of `--spec-dir` (':'-separated lists split, empty entries
+/// skipped), or the engines' defaults.
+fn spec_dirs(given: &[PathBuf]) -> Vec<PathBuf> {
+    let given: Vec<PathBuf> = given
+        .iter()
+        .flat_map(std::env::split_paths)
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    if given.is_empty() {
+        cdi_specs::registry::DEFAULT_SPEC_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .collect()
+    } else {
+        given
+    }
+}
+
+fn run_doctor(a: &DoctorArgs) -> i32 {
+    use gpu_discover::doctor::{doctor, DoctorOptions, Podman};
+    let podman = match a.podman_version.as_deref() {
+        None => Podman::Detect,
+        Some("none") => Podman::None,
+        Some(v) => Podman::Version(v.to_string()),
+    };
+    let verdict = doctor(&DoctorOptions {
+        dirs: spec_dirs(&a.spec_dirs),
+        generate: a.options(),
+        podman,
+    });
+    for l in &verdict.lines {
+        println!("{l}");
+    }
+    verdict.exit_code()
+}
+
 fn print(report: &gpu_discover::inspect::Report) -> i32 {
     for l in &report.out {
         println!("{l}");
@@ -107,6 +143,7 @@ fn main() -> ExitCode {
             };
             print(&gpu_discover::inspect::list(&dirs))
         }
+        Some(Command::Doctor(a)) => run_doctor(a),
         Some(Command::Validate { max_version, files }) => {
             print(&gpu_discover::inspect::validate_files(files, *max_version))
         }

@@ -140,15 +140,21 @@ fn mig_golden_and_procfs_agree_on_index_names() {
     );
     assert!(!err.contains("WARN"), "{err}");
     let spec = m.normalize(&spec);
-    // The MIG GPU is offered only through its MIG devices.
+    // The MIG GPU is offered through its MIG devices and whole (index and UUID, as
+    // nvidia-ctk does).
     assert!(
         spec.contains("MIG-b0000000-aaaa-bbbb-cccc-000000000002"),
         "{spec}"
     );
-    assert!(
-        !spec.contains("GPU-a0000000-"),
-        "a GPU in MIG mode must not be a device: {spec}"
-    );
+    for name in [
+        "name: GPU-a0000000-1111-2222-3333-000000000000",
+        "name: gpu0",
+    ] {
+        assert!(
+            spec.contains(name),
+            "a GPU in MIG mode is offered whole: {spec}"
+        );
+    }
     let cap = test_support::mig_minor(0, 7, None);
     assert!(
         spec.contains(&format!("/dev/nvidia-caps/nvidia-cap{cap}")),
@@ -418,7 +424,8 @@ fn corrupt_information_files() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("not UTF-8"), "{}", stderr(&o));
-    // Corrupt mig-minors: MIG devices are left out with a warning, not a crash.
+    // Corrupt mig-minors: MIG devices are left out with a warning, not a crash; the
+    // MIG-enabled GPU is still offered whole.
     let m = FakeMachine::build(&MachineSpec::mig(1, 1, 2));
     std::fs::write(
         m.proc.join("driver/nvidia-caps/mig-minors"),
@@ -426,13 +433,21 @@ fn corrupt_information_files() {
     )
     .unwrap();
     let o = m.command(&bin()).output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("has no capability minor"),
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("no devices found"), "{}", stderr(&o));
+    let spec = stdout(&o);
+    assert!(
+        spec.contains("name: '0'") || spec.contains("name: \"0\""),
+        "{spec}"
+    );
+    assert!(
+        !spec.contains("name: '0:0'") && !spec.contains("MIG-"),
+        "{spec}"
+    );
 }
 
 #[test]

@@ -282,6 +282,22 @@ fn podman_runs_generated_spec() {
         "GPU 0 must not be visible: {o}"
     );
     assert!(o.contains("dlopen libcuda.so.1 ok"), "{o}");
+
+    // GPU 1 whole although it is in MIG mode (as nvidia-ctk offers it): its node, none
+    // of its MIG capability nodes.
+    let o = podman(
+        &rootfs,
+        &format!("{kind}=1"),
+        &format!("{stat} /dev/nvidia1; ls /dev; ls /dev/nvidia-caps || echo no-caps-dir"),
+    );
+    assert!(
+        o.contains("/dev/nvidia1 character special file c3 1"),
+        "{o}"
+    );
+    assert!(
+        o.contains("no-caps-dir") && !o.lines().any(|l| l.trim() == "nvidia0"),
+        "only GPU 1's node: {o}"
+    );
     drop(installed);
 }
 

@@ -10,6 +10,7 @@ use cdi_specs::types::{ContainerEdits, Spec};
 use cdi_specs::version::Version;
 
 use crate::edits::{assemble, AssembleError, AssembleOptions, HookConfig};
+use crate::nvidia::hpc::{self, DeviceClass};
 use crate::nvidia::{self, DiscoveryMode, NameStrategy, NvidiaOptions};
 use crate::roots::Roots;
 use crate::{amd, Error};
@@ -52,6 +53,8 @@ pub struct GenerateOptions {
     pub spec_version: Option<Version>,
     /// NVIDIA options (naming strategies, hooks... also used for AMD naming).
     pub nvidia: NvidiaOptions,
+    /// NVIDIA device class: GPUs, or one of the HPC classes ([`DeviceClass`]).
+    pub device_class: DeviceClass,
 }
 
 impl Default for GenerateOptions {
@@ -70,6 +73,7 @@ impl Default for GenerateOptions {
                 hooks: HookConfig::default(),
                 ..NvidiaOptions::default()
             },
+            device_class: DeviceClass::Gpu,
         }
     }
 }
@@ -114,12 +118,32 @@ pub fn generate(opts: &GenerateOptions, warnings: &mut Vec<String>) -> Result<Ge
     let kind = format!("{}/{}", opts.vendor.domain(), opts.class);
     cdi_specs::names::parse_kind(&kind)
         .map_err(|e| Error::Usage(format!("--class {:?}: {e}", opts.class)))?;
+    let hpc_class = opts.vendor == Vendor::Nvidia && opts.device_class != DeviceClass::Gpu;
     let aopts = AssembleOptions {
         kind,
-        all_device: opts.all_device,
+        all_device: opts.all_device && (!hpc_class || opts.device_class.all_device()),
         spec_version: opts.spec_version,
     };
     let (devices, global, what) = match opts.vendor {
+        Vendor::Nvidia if hpc_class => {
+            let (d, looked) = hpc::discover(&opts.roots, opts.device_class, warnings);
+            if d.is_empty() {
+                return Err(AssembleError::NoDevices {
+                    why: format!(
+                        "{looked}; generate the {} spec only on nodes that have them",
+                        opts.device_class.name()
+                    ),
+                }
+                .into());
+            }
+            let what = format!(
+                "{} {} devices under {}",
+                d.len(),
+                opts.device_class.name(),
+                opts.roots.dev("/dev").display()
+            );
+            (d, ContainerEdits::default(), what)
+        }
         Vendor::Nvidia => {
             let d = nvidia::discover(&opts.roots, &opts.nvidia, warnings)?;
             let migs: usize = d.facts.gpus.iter().map(|g| g.migs.len()).sum();

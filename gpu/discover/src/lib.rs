@@ -3,13 +3,14 @@
 //! Pipeline: *discover* facts (NVML or procfs/sysfs for NVIDIA, sysfs for AMD, the driver
 //! root's files) through [`roots::Roots`] -> *plan* them as `cdi_specs` container edits
 //! ([`edits`]) -> *write* the spec with the minimum cdiVersion, deterministically.
-//! [`inspect`] implements `cdi-gen list` and `validate`.
+//! [`inspect`] implements `cdi-gen list` and `validate`, [`doctor`] `cdi-gen doctor`.
 //!
 //! NVML is loaded in this process only with the cargo feature `nvml` (cdi-gen enables
 //! it); without it, NVML facts come from the `cdi-gen nvml-facts` helper child
 //! ([`nvidia::helper`]) or from procfs/sysfs, so the static hooks carry no driver code.
 
 pub mod amd;
+pub mod doctor;
 pub mod edits;
 pub mod generate;
 pub mod inspect;
@@ -35,6 +36,8 @@ pub mod exit {
     pub const OUTPUT: i32 = 4;
     /// `--spec-version` is too old for the content.
     pub const SPEC_VERSION: i32 = 5;
+    /// `doctor`: a spec is stale (does not match the node) or unsafe.
+    pub const DOCTOR_PROBLEMS: i32 = crate::doctor::EXIT_PROBLEMS;
 }
 
 /// Errors of spec generation, each mapped to an exit code.

@@ -120,12 +120,17 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
 }
 
 /// True when the in-root directory `dir` (host path `host`) is world-writable: one of
-/// [`WORLD_WRITABLE_DIRS`] by name, or a directory with the o+w bit.
-fn world_writable(dir: &str, host: &Path) -> bool {
+/// [`WORLD_WRITABLE_DIRS`] by name, or a directory with the o+w bit. `known` is the
+/// `symlink_metadata` of `host` when the caller has it (saves a second `statx`).
+fn world_writable(dir: &str, host: &Path, known: Option<&std::fs::Metadata>) -> bool {
+    let o_w = |m: &std::fs::Metadata| m.is_dir() && m.permissions().mode() & 0o002 != 0;
     WORLD_WRITABLE_DIRS.contains(&dir)
-        || std::fs::symlink_metadata(host)
-            .map(|m| m.is_dir() && m.permissions().mode() & 0o002 != 0)
-            .unwrap_or(false)
+        || match known {
+            Some(m) => o_w(m),
+            None => std::fs::symlink_metadata(host)
+                .map(|m| o_w(&m))
+                .unwrap_or(false),
+        }
 }
 
 fn in_root(comps: &[Vec<u8>]) -> String {
@@ -160,18 +165,22 @@ pub fn resolve_in_root_checked(root: &Path, path: &str) -> Result<Option<String>
     let mut hops = 0usize;
     // The first world-writable directory walked through (in-root path); stays set.
     let mut tainted: Option<String> = None;
+    // The symlink_metadata of the entry `done` names, when it was just read (the next
+    // component's parent: its world-writable check needs no second statx).
+    let mut last: Option<std::fs::Metadata> = None;
     while let Some(c) = todo.pop() {
         match c.as_slice() {
             b"." => continue,
             b".." => {
                 done.pop();
+                last = None;
                 continue;
             }
             _ => {}
         }
         if tainted.is_none() {
             let parent = in_root(&done);
-            if world_writable(&parent, &host_path(root, &done)) {
+            if world_writable(&parent, &host_path(root, &done), last.as_ref()) {
                 tainted = Some(parent);
             }
         }
@@ -181,6 +190,7 @@ pub fn resolve_in_root_checked(root: &Path, path: &str) -> Result<Option<String>
             Ok(m) => m,
             Err(_) => return Ok(None),
         };
+        last = None;
         if let Some(ww) = &tainted {
             let here = in_root(&done);
             if meta.file_type().is_symlink() {
@@ -206,6 +216,7 @@ pub fn resolve_in_root_checked(root: &Path, path: &str) -> Result<Option<String>
             }
         }
         if !meta.file_type().is_symlink() {
+            last = Some(meta);
             continue;
         }
         hops += 1;

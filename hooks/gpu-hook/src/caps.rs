@@ -142,9 +142,18 @@ pub fn class_of(path: &str) -> Option<&'static str> {
                 "10_nvidia.json",
                 "15_nvidia_gbm.json",
                 "nvidia_layers.json",
+                "nvoptix.bin",
             ],
         ),
-        ("display", &["nvidia_drv", "libglxserver_nvidia"]),
+        (
+            "display",
+            &[
+                "nvidia_drv",
+                "libglxserver_nvidia",
+                "nvidia-drm-outputclass.conf",
+                "10-nvidia.conf",
+            ],
+        ),
         ("ngx", &["libnvidia-ngx", "nvidia-ngx-updater"]),
     ];
     TABLE
@@ -172,6 +181,15 @@ mod tests {
         assert!(g.allows_path("/etc/vulkan/icd.d/nvidia_icd.json"));
         assert!(!g.allows_path("/usr/lib/x86_64-linux-gnu/libcuda.so"));
         assert_eq!(Caps::parse("compute,bogus").unknown(), ["bogus"]);
+        // nvidia-ctk's graphics and display files.
+        assert!(g.allows_path("/usr/share/nvidia/nvoptix.bin"));
+        assert!(g.allows_path("/usr/lib/x86_64-linux-gnu/libnvidia-egl-gbm.so.1.1.1"));
+        assert!(!g.allows_path("/usr/lib/xorg/modules/drivers/nvidia_drv.so"));
+        let d = Caps::parse("display");
+        assert!(d.allows_path("/usr/lib/xorg/modules/drivers/nvidia_drv.so"));
+        assert!(d.allows_path("/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf"));
+        assert!(d.allows_path("/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.550.54.14"));
+        assert!(!c.allows_path("/usr/share/nvidia/nvoptix.bin"));
         assert_eq!(Caps::parse(""), Caps::default_env());
     }
 }

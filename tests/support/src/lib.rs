@@ -21,7 +21,8 @@ pub use e2e_tests::{gcc_shared, gcc_shared_needing};
 pub use golden::{check_golden, plan_yaml};
 pub use machine::{
     build_machine, mig_minor, mig_minors_text, FakeMachine, GpuSpec, MachineSpec, MigSpec,
-    CAPS_MAJOR, DRIVER, KFD_MAJOR, NVIDIA_MAJOR, UVM_MAJOR,
+    CAPS_MAJOR, DRIVER, EXTRAS_COUNT, GDRDRV_MAJOR, IMEX_MAJOR, KFD_MAJOR, MISC_MAJOR,
+    NVIDIA_FS_MAJOR, NVIDIA_MAJOR, NVSWITCH_MAJOR, RDMA_CM_MINOR, UVM_MAJOR, VERBS_MAJOR,
 };
 pub use output::{stderr, stdout};
 pub use stubs::mock_nvml_source;

@@ -15,6 +15,18 @@ pub const NVIDIA_MAJOR: u32 = 195;
 pub const UVM_MAJOR: u32 = 510;
 pub const CAPS_MAJOR: u32 = 511;
 pub const KFD_MAJOR: u32 = 235;
+/// Majors of the HPC device classes on the fake machine ([`MachineSpec::with_extras`]),
+/// as `/proc/devices` lists them (dynamic on a real node, except the verbs' 231).
+pub const IMEX_MAJOR: u32 = 508;
+pub const NVSWITCH_MAJOR: u32 = 509;
+pub const NVIDIA_FS_MAJOR: u32 = 507;
+pub const GDRDRV_MAJOR: u32 = 506;
+pub const VERBS_MAJOR: u32 = 231;
+pub const MISC_MAJOR: u32 = 10;
+/// Minor of `/dev/infiniband/rdma_cm` (a misc device).
+pub const RDMA_CM_MINOR: u32 = 58;
+/// How many of each HPC node the fake machine has (channels, switches, nvidia-fs, uverbs).
+pub const EXTRAS_COUNT: u32 = 2;
 
 /// One MIG device of the mock.
 #[derive(Clone, Debug)]
@@ -44,6 +56,10 @@ pub struct MachineSpec {
     pub cuda: i32,
     pub gpus: Vec<GpuSpec>,
     pub with_libcuda: bool,
+    /// nvidia-ctk's graphics/display files (EGL GBM/Wayland libraries, X server modules
+    /// and configs, nvoptix.bin) and the HPC nodes: IMEX channels, NVSwitches, GPUDirect
+    /// Storage, GDRCopy, RDMA verbs and rdma_cm (with their majors in /proc/devices).
+    pub extras: bool,
 }
 
 impl MachineSpec {
@@ -69,7 +85,14 @@ impl MachineSpec {
             cuda: 12040,
             gpus,
             with_libcuda: true,
+            extras: false,
         }
+    }
+
+    /// The same machine with the graphics files and HPC nodes of [`MachineSpec::extras`].
+    pub fn with_extras(mut self) -> MachineSpec {
+        self.extras = true;
+        self
     }
 
     /// `n` GPUs, the first `mig_gpus` in MIG mode with `per_gpu` MIG devices each.
@@ -117,7 +140,7 @@ impl MachineSpec {
 }
 
 /// Driver libraries: (directory under the root, file name, SONAME).
-fn driver_libs(v: &str, with_libcuda: bool) -> Vec<(&'static str, String, String)> {
+fn driver_libs(v: &str, with_libcuda: bool, extras: bool) -> Vec<(&'static str, String, String)> {
     let lib = "usr/lib/x86_64-linux-gnu";
     let mut l = vec![
         (
@@ -164,6 +187,19 @@ fn driver_libs(v: &str, with_libcuda: bool) -> Vec<(&'static str, String, String
         // Not a driver library: must not be injected.
         (lib, "libfoo.so.1.0".to_string(), "libfoo.so.1".to_string()),
     ];
+    if extras {
+        // Versioned on their own, not with the driver.
+        l.push((
+            lib,
+            "libnvidia-egl-gbm.so.1.1.1".to_string(),
+            "libnvidia-egl-gbm.so.1".to_string(),
+        ));
+        l.push((
+            lib,
+            "libnvidia-egl-wayland.so.1.1.13".to_string(),
+            "libnvidia-egl-wayland.so.1".to_string(),
+        ));
+    }
     if with_libcuda {
         l.push((lib, format!("libcuda.so.{v}"), "libcuda.so.1".to_string()));
         l.push((
@@ -198,6 +234,44 @@ fn mknod(path: &Path, major: u32, minor: u32) {
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
+}
+
+/// The graphics/display files and HPC nodes of [`MachineSpec::extras`] (libraries are
+/// added by `driver_libs`, before ldconfig runs).
+fn build_extras(root: &Path, v: &str) {
+    write(
+        &root.join("usr/lib/xorg/modules/drivers/nvidia_drv.so"),
+        "xorg driver",
+    );
+    write(
+        &root.join(format!(
+            "usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{v}"
+        )),
+        "glx",
+    );
+    write(
+        &root.join("usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf"),
+        "Section \"OutputClass\"\nEndSection\n",
+    );
+    write(&root.join("usr/share/nvidia/nvoptix.bin"), "optix");
+    let dev = root.join("dev");
+    for i in 0..EXTRAS_COUNT {
+        mknod(
+            &dev.join(format!("nvidia-caps-imex-channels/channel{i}")),
+            IMEX_MAJOR,
+            i,
+        );
+        mknod(&dev.join(format!("nvidia-nvswitch{i}")), NVSWITCH_MAJOR, i);
+        mknod(&dev.join(format!("nvidia-fs{i}")), NVIDIA_FS_MAJOR, i);
+        mknod(
+            &dev.join(format!("infiniband/uverbs{i}")),
+            VERBS_MAJOR,
+            192 + i,
+        );
+    }
+    mknod(&dev.join("nvidia-nvswitchctl"), NVSWITCH_MAJOR, 255);
+    mknod(&dev.join("gdrdrv"), GDRDRV_MAJOR, 0);
+    mknod(&dev.join("infiniband/rdma_cm"), MISC_MAJOR, RDMA_CM_MINOR);
 }
 
 /// A built fake machine.
@@ -246,7 +320,7 @@ impl FakeMachine {
         let v = &spec.driver;
         // Driver root: libraries + ld.so.cache.
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        for (d, file, soname) in driver_libs(v, spec.with_libcuda) {
+        for (d, file, soname) in driver_libs(v, spec.with_libcuda, spec.extras) {
             let dst = root.join(d).join(&file);
             std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
             std::fs::copy(stub(&soname), &dst).unwrap();
@@ -287,10 +361,15 @@ impl FakeMachine {
         mknod(&dev.join("nvidia-modeset"), NVIDIA_MAJOR, 254);
         mknod(&dev.join("nvidia-uvm"), UVM_MAJOR, 0);
         mknod(&dev.join("nvidia-uvm-tools"), UVM_MAJOR, 1);
+        let mut extra_majors = String::new();
+        if spec.extras {
+            extra_majors = format!("{MISC_MAJOR} misc\n{VERBS_MAJOR} infiniband_verbs\n{GDRDRV_MAJOR} gdrdrv\n{NVIDIA_FS_MAJOR} nvidia-fs\n{IMEX_MAJOR} nvidia-caps-imex-channels\n{NVSWITCH_MAJOR} nvidia-nvswitch\n");
+            build_extras(&root, v);
+        }
         // procfs.
         write(
             &proc.join("devices"),
-            &format!("Character devices:\n  1 mem\n  4 /dev/vc/0\n{NVIDIA_MAJOR} nvidia-frontend\n226 drm\n{UVM_MAJOR} nvidia-uvm\n{CAPS_MAJOR} nvidia-caps\n\nBlock devices:\n  8 sd\n"),
+            &format!("Character devices:\n  1 mem\n  4 /dev/vc/0\n{NVIDIA_MAJOR} nvidia-frontend\n226 drm\n{UVM_MAJOR} nvidia-uvm\n{CAPS_MAJOR} nvidia-caps\n{extra_majors}\nBlock devices:\n  8 sd\n"),
         );
         write(
             &proc.join("driver/nvidia/version"),

@@ -52,7 +52,8 @@ pub struct Gpu {
     pub name: String,
     /// PCI bus id in sysfs form, e.g. `0000:3b:00.0`.
     pub bus_id: String,
-    /// True when MIG mode is enabled: the GPU is then offered only through its MIG devices.
+    /// True when MIG mode is enabled: the GPU is then offered whole (as nvidia-ctk does)
+    /// and through its MIG devices.
     pub mig_enabled: bool,
     /// MIG devices, in NVML order.
     pub migs: Vec<Mig>,

@@ -52,8 +52,9 @@ pub const SOCKETS: [&str; 2] = [
 /// not group- or world-writable; `--mps-pipe-dir` names another one.
 pub const DEFAULT_MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
-/// Graphics and compute config files mounted when present.
-pub const CONFIG_FILES: [&str; 9] = [
+/// Graphics and compute config files mounted when present (the optix denoiser data
+/// and the X server configs are what nvidia-ctk mounts for graphics and display).
+pub const CONFIG_FILES: [&str; 13] = [
     "/etc/vulkan/icd.d/nvidia_icd.json",
     "/usr/share/vulkan/icd.d/nvidia_icd.json",
     "/etc/vulkan/implicit_layer.d/nvidia_layers.json",
@@ -63,6 +64,30 @@ pub const CONFIG_FILES: [&str; 9] = [
     "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
     "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
     "/etc/nvidia/nvidia-application-profiles-rc.d",
+    "/usr/share/nvidia/nvoptix.bin",
+    "/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf",
+    "/usr/share/X11/xorg.conf.d/10-nvidia.conf",
+    "/etc/X11/xorg.conf.d/10-nvidia.conf",
+];
+
+/// Libraries of the graphics stack that carry their own version, not the driver's
+/// (`libnvidia-egl-gbm.so.1.1.1`): mounted with their SONAME links, as nvidia-ctk does.
+pub const GRAPHICS_LIBS: [&str; 2] = ["libnvidia-egl-gbm.so.", "libnvidia-egl-wayland.so."];
+
+/// Directories of the X server modules: `<libcuda dir>/nvidia/xorg`, then
+/// `<base>/<subdir>` for libcuda's `xorg` directory and these, in this order like
+/// nvidia-ctk; the first hit of each file wins.
+const XORG_ROOTS: [&str; 4] = [
+    "/usr/lib/xorg",
+    "/usr/lib64/xorg",
+    "/usr/X11R6/lib",
+    "/usr/X11R6/lib64",
+];
+const XORG_SUBDIRS: [&str; 4] = [
+    "modules/drivers",
+    "modules/extensions",
+    "modules/updates/drivers",
+    "modules/updates/extensions",
 ];
 
 const FIRMWARE_DIRS: [&str; 2] = ["/lib/firmware/nvidia", "/usr/lib/firmware/nvidia"];
@@ -130,6 +155,23 @@ pub struct DriverFiles {
     pub firmware: Vec<FileMount>,
     /// Config files.
     pub configs: Vec<FileMount>,
+    /// X server modules (`nvidia_drv.so`, `libglxserver_nvidia.so.<version>`).
+    pub xorg: Vec<FileMount>,
+}
+
+impl DriverFiles {
+    /// The links the X server modules need: `libglxserver_nvidia.so` next to
+    /// `libglxserver_nvidia.so.<version>` (target, link), as nvidia-ctk creates it.
+    pub fn xorg_links(&self) -> Vec<(String, String)> {
+        self.xorg
+            .iter()
+            .filter_map(|f| {
+                let (dir, name) = f.container.rsplit_once('/')?;
+                name.starts_with("libglxserver_nvidia.so.")
+                    .then(|| (name.to_string(), format!("{dir}/libglxserver_nvidia.so")))
+            })
+            .collect()
+    }
 }
 
 impl DriverFiles {
@@ -205,6 +247,68 @@ fn is_driver_lib(name: &str, version: &str) -> bool {
             .is_some_and(|s| s.ends_with(".so.") && s.len() > 7)
 }
 
+/// `libnvidia-egl-gbm.so.X.Y[.Z]` and the like ([`GRAPHICS_LIBS`]): at least two
+/// numeric components after `.so.`, so the SONAME link `.so.1` itself is not taken.
+fn is_graphics_lib(name: &str) -> bool {
+    GRAPHICS_LIBS.iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|v| v.contains('.') && crate::nvidia::procfs::is_version(v))
+    })
+}
+
+/// The X server modules: the first `nvidia_drv.so` and `libglxserver_nvidia.so.<version>`
+/// in the X module directories (next to libcuda first), canonical in-root paths. A base
+/// directory that does not exist is resolved once, not once per file and subdirectory.
+fn xorg_modules(roots: &Roots, libcuda_dir: Option<&str>, version: &str) -> Vec<FileMount> {
+    let mut groups: Vec<(String, &[&str])> = Vec::new();
+    if let Some(d) = libcuda_dir {
+        groups.push((format!("{d}/nvidia/xorg"), &[""]));
+        groups.push((format!("{d}/xorg"), &XORG_SUBDIRS));
+    }
+    groups.extend(
+        XORG_ROOTS
+            .iter()
+            .map(|r| (r.to_string(), &XORG_SUBDIRS[..])),
+    );
+    let mut dirs: Vec<(String, Vec<String>)> = Vec::new();
+    for (base, subs) in groups {
+        let Some(real) = roots.resolve_in_driver_root(&base) else {
+            continue;
+        };
+        for sub in subs {
+            let d = if sub.is_empty() {
+                real.clone()
+            } else {
+                match roots.resolve_in_driver_root(&format!("{real}/{sub}")) {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            let names = list_dir(roots, &d);
+            if !names.is_empty() {
+                dirs.push((d, names));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for file in [
+        "nvidia_drv.so".to_string(),
+        format!("libglxserver_nvidia.so.{version}"),
+    ] {
+        let found = dirs
+            .iter()
+            .filter(|(_, names)| names.binary_search(&file).is_ok())
+            .find_map(|(d, _)| roots.resolve_in_driver_root(&format!("{d}/{file}")));
+        if let Some(real) = found {
+            out.push(FileMount {
+                host: real.clone(),
+                container: real,
+            });
+        }
+    }
+    out
+}
+
 /// The version of a `libcuda.so.<version>` file name.
 fn libcuda_version(name: &str) -> Option<&str> {
     name.strip_prefix("libcuda.so.")
@@ -258,7 +362,10 @@ pub fn discover(
         }
     };
     for (dir, names) in &listing {
-        for n in names.iter().filter(|n| is_driver_lib(n, &version)) {
+        for n in names
+            .iter()
+            .filter(|n| is_driver_lib(n, &version) || is_graphics_lib(n))
+        {
             add(format!("{dir}/{n}"), &mut libs);
         }
         let vdpau = format!("{dir}/vdpau");
@@ -281,6 +388,15 @@ pub fn discover(
             dirs: searched(),
         });
     }
+    let libcuda_dir = libs
+        .iter()
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libcuda.so."))
+        })
+        .and_then(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()));
+    let xorg = xorg_modules(roots, libcuda_dir.as_deref(), &version);
     let libraries = with_links(roots, libs, cache);
     let mut sockets = existing(roots, &SOCKETS);
     sockets.extend(mps_dir(roots, mps_pipe_dir));
@@ -289,6 +405,7 @@ pub fn discover(
         sockets,
         firmware: firmware(roots, &version),
         configs: existing(roots, &CONFIG_FILES),
+        xorg,
         version,
         libraries,
     })
@@ -478,5 +595,9 @@ mod tests {
         assert_eq!(libcuda_version("libcuda.so.550.54.14"), Some("550.54.14"));
         assert_eq!(libcuda_version("libcuda.so.1"), None);
         assert_eq!(stem("libnvidia-ml.so.1"), "libnvidia-ml");
+        assert!(is_graphics_lib("libnvidia-egl-gbm.so.1.1.1"));
+        assert!(is_graphics_lib("libnvidia-egl-wayland.so.1.1.13"));
+        assert!(!is_graphics_lib("libnvidia-egl-gbm.so.1"));
+        assert!(!is_graphics_lib("libnvidia-egl-gbm.so.1.x"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod facts;
 pub mod files;
 pub mod helper;
+pub mod hpc;
 pub mod nvml;
 pub mod procfs;
 
@@ -186,6 +187,9 @@ pub fn discover(
                     gpu.index, gpu.bus_id
                 ));
             }
+            // The whole GPU too (as nvidia-ctk): monitoring agents and "mig-strategy
+            // none" device plugins ask for `0` or `GPU-<uuid>` of a MIG-enabled GPU.
+            devices.push(gpu_device(roots, gpu, &majors, opts, warnings));
             if let Some(mm) = &mig_minors {
                 devices.extend(mig_devices(roots, gpu, &majors, mm, opts, warnings));
             }
@@ -239,7 +243,7 @@ fn gpu_facts(
 
 /// Adds the node for `fact` to `edits`, warning when the host lacks it. Returns false when
 /// the node could not be written at all.
-fn push_node(
+pub(crate) fn push_node(
     roots: &Roots,
     fact: NodeFact,
     what: &str,
@@ -380,6 +384,19 @@ fn mig_devices(
 ) -> Vec<NamedDevice> {
     let caps_major = majors.get("nvidia-caps");
     let mut out = Vec::new();
+    // The parent GPU node is looked up once for all its MIG devices.
+    let mut parent = ContainerEdits::default();
+    let parent_ok = push_node(
+        roots,
+        NodeFact {
+            path: format!("/dev/nvidia{}", gpu.minor),
+            major: Some(majors.nvidia()),
+            minor: gpu.minor,
+        },
+        &format!("MIG devices of GPU {}: parent node", gpu.index),
+        &mut parent,
+        warnings,
+    );
     for mig in &gpu.migs {
         let label = format!("MIG device {}:{}", gpu.index, mig.index);
         let (Some(gi_minor), Some(ci_minor)) = (
@@ -395,18 +412,11 @@ fn mig_devices(
             ));
             continue;
         };
-        let mut edits = ContainerEdits::default();
-        let mut ok = push_node(
-            roots,
-            NodeFact {
-                path: format!("/dev/nvidia{}", gpu.minor),
-                major: Some(majors.nvidia()),
-                minor: gpu.minor,
-            },
-            &format!("{label} parent node"),
-            &mut edits,
-            warnings,
-        );
+        let mut edits = ContainerEdits {
+            device_nodes: parent.device_nodes.clone(),
+            ..ContainerEdits::default()
+        };
+        let mut ok = parent_ok;
         for m in [gi_minor, ci_minor] {
             ok &= push_node(
                 roots,
@@ -469,6 +479,7 @@ fn global_edits(
             warnings,
         );
     }
+    hpc::nvswitch_nodes(roots, majors, &mut edits, warnings);
     let root = &roots.driver_root;
     let symlinks = hooks.enabled(HookKind::CreateSymlinks);
     let mut links = Vec::new();
@@ -500,6 +511,7 @@ fn global_edits(
         .iter()
         .chain(&files.firmware)
         .chain(&files.configs)
+        .chain(&files.xorg)
     {
         edits.mounts.push(ro_mount(root, &f.host, &f.container));
     }
@@ -507,6 +519,16 @@ fn global_edits(
         edits
             .mounts
             .push(mount(root, &f.host, &f.container, &SOCKET_OPTIONS));
+    }
+    if symlinks {
+        links.extend(files.xorg_links());
+    } else {
+        for (target, link) in files.xorg_links() {
+            let dir = link.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            edits
+                .mounts
+                .push(ro_mount(root, &format!("{dir}/{target}"), &link));
+        }
     }
     if let Some(h) = hooks.create_symlinks(&links) {
         edits.hooks.push(h);

@@ -87,6 +87,14 @@ impl Majors {
         read_text(&roots.proc("devices")).map(|t| Majors::parse(&t))
     }
 
+    /// The driver name of character `major`, when some driver has it.
+    pub fn name_of(&self, major: u32) -> Option<&str> {
+        self.map
+            .iter()
+            .find(|(_, m)| **m == major)
+            .map(|(n, _)| n.as_str())
+    }
+
     /// The major of `name`.
     pub fn get(&self, name: &str) -> Option<u32> {
         self.map.get(name).copied()
