@@ -172,7 +172,10 @@ pub fn discover(
 
 fn push(roots: &Roots, fact: &NodeFact, edits: &mut ContainerEdits, warnings: &mut Vec<String>) {
     match device_node(roots, fact) {
-        NodeLookup::Present(n) => edits.device_nodes.push(n),
+        NodeLookup::Present(n, w) => {
+            crate::edits::warn_once(warnings, w);
+            edits.device_nodes.push(n);
+        }
         NodeLookup::FromFacts(n) => {
             warnings.push(format!(
                 "{} does not exist on the host; written from sysfs facts so engines create it",

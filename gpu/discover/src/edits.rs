@@ -111,8 +111,9 @@ pub struct NodeFact {
 /// Result of looking a node up on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeLookup {
-    /// The host has the node.
-    Present(DeviceNode),
+    /// The host has the node; with the warning when ordinary users cannot open it
+    /// ([`rootless_warning`]).
+    Present(DeviceNode, Option<String>),
     /// The host lacks it, but its numbers are known: the engine creates it from these.
     FromFacts(DeviceNode),
     /// The host lacks it and its major is unknown.
@@ -136,16 +137,42 @@ pub fn device_node(roots: &Roots, fact: &NodeFact) -> NodeLookup {
         minor: Some(i64::from(minor)),
         ..DeviceNode::default()
     };
-    let host_node = std::fs::metadata(&host)
-        .ok()
-        .as_ref()
-        .and_then(cdi_specs::HostNode::from_metadata);
-    match host_node {
-        Some(h) if h.typ == "c" => NodeLookup::Present(make(h.major as u32, h.minor as u32)),
+    let md = std::fs::metadata(&host).ok();
+    let host_node = md.as_ref().and_then(cdi_specs::HostNode::from_metadata);
+    match (host_node, md) {
+        (Some(h), Some(md)) if h.typ == "c" => NodeLookup::Present(
+            make(h.major as u32, h.minor as u32),
+            rootless_warning(&host, &md),
+        ),
         _ => match fact.major {
             Some(major) => NodeLookup::FromFacts(make(major, fact.minor)),
             None => NodeLookup::Missing,
         },
+    }
+}
+
+/// The warning for a host device node that ordinary users cannot read: a rootless
+/// container (rootless podman `--device`) gets the node bound in but cannot open it.
+/// Taken from the `stat` that fills the node, so checking costs nothing more.
+pub fn rootless_warning(host: &std::path::Path, md: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = md.mode() & 0o7777;
+    (mode & 0o004 == 0).then(|| {
+        format!(
+            "device node {} (mode {mode:04o}, uid {} gid {}) is not accessible to ordinary users: rootless containers (rootless podman --device) bind it but cannot open it; give users access (the NVIDIA driver's default is 0666: NVreg_DeviceFileMode, NVreg_DeviceFileGID) if rootless containers should use it",
+            host.display(),
+            md.uid(),
+            md.gid()
+        )
+    })
+}
+
+/// Adds `w` to `warnings` unless it is there (a node shared by devices is met again).
+pub fn warn_once(warnings: &mut Vec<String>, w: Option<String>) {
+    if let Some(w) = w {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
     }
 }
 

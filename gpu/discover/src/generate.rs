@@ -172,7 +172,6 @@ pub fn generate(opts: &GenerateOptions, warnings: &mut Vec<String>) -> Result<Ge
         .into());
     }
     let spec = assemble(devices, global, &aopts)?;
-    warnings.extend(rootless_warnings(&spec));
     let text = to_string(&spec, format)?;
     let summary = format!(
         "{} CDI devices, cdiVersion {}: {what}; {:.1} ms",
@@ -186,42 +185,6 @@ pub fn generate(opts: &GenerateOptions, warnings: &mut Vec<String>) -> Result<Ge
         format,
         summary,
     })
-}
-
-/// One warning per device node of `spec` (its host node, stat'ed) that ordinary users
-/// cannot read: a rootless container (rootless podman `--device`) gets the node bound in
-/// but runs as its user, who cannot open it.
-pub fn rootless_warnings(spec: &Spec) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::BTreeSet::new();
-    let nodes = spec.container_edits.device_nodes.iter().chain(
-        spec.devices
-            .iter()
-            .flat_map(|d| &d.container_edits.device_nodes),
-    );
-    let mut out = Vec::new();
-    for n in nodes {
-        let host = if n.host_path.is_empty() {
-            &n.path
-        } else {
-            &n.host_path
-        };
-        if !seen.insert(host.clone()) {
-            continue;
-        }
-        let Ok(md) = std::fs::metadata(host) else {
-            continue;
-        };
-        let mode = md.mode() & 0o7777;
-        if mode & 0o004 == 0 {
-            out.push(format!(
-                "device node {host} (mode {mode:04o}, uid {} gid {}) is not accessible to ordinary users: rootless containers (rootless podman --device) bind it but cannot open it; give users access (the NVIDIA driver's default is 0666: NVreg_DeviceFileMode, NVreg_DeviceFileGID) if rootless containers should use it",
-                md.uid(),
-                md.gid()
-            ));
-        }
-    }
-    out
 }
 
 /// Writes the generated text to `--output` (atomically, mode 0644) or standard output.

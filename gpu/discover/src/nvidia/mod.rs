@@ -251,7 +251,8 @@ pub(crate) fn push_node(
     warnings: &mut Vec<String>,
 ) -> bool {
     match device_node(roots, &fact) {
-        NodeLookup::Present(n) => {
+        NodeLookup::Present(n, w) => {
+            crate::edits::warn_once(warnings, w);
             edits.device_nodes.push(n);
             true
         }
