@@ -1,7 +1,9 @@
 //! The image zoo (MPI families and layouts), end to end under podman + runc with the
 //! hooks.d files generated here: an image whose MPICH lives under `/opt` (out of its
 //! loader cache, found through the program's RUNPATH) gets the host MPICH; an image
-//! without any MPI is refused in one line naming what was looked for.
+//! without any MPI is refused in one line naming what was looked for; the Debian 11 Open
+//! MPI 4.1.0 image runs on the host's Open MPI (podman, runc, crun), or is refused in one
+//! line when the host offers only MPICH.
 
 use e2e_tests::*;
 use std::fs;
@@ -94,5 +96,95 @@ fn image_without_mpi_is_refused_naming_what_was_looked_for() {
     assert!(
         text.contains("no MPI library found in the image's ld.so.cache, nor among the libraries its program /bin/true loads (looked for libmpich.so for x86-64)"),
         "hook log:\n{text}"
+    );
+}
+
+/// The hooks.d of a test: glibc-hook and mpi-hook configured with `host`.
+fn hooks_d_for(scratch: &Scratch, log: &Path, host: &HostMpi) -> std::path::PathBuf {
+    let hooks_d = scratch.subdir("hooks.d");
+    write_hooks_d(
+        &hooks_d,
+        "createRuntime",
+        &[
+            &Hook::glibc(log, "info"),
+            &Hook::mpi_with(log, "info", host),
+        ],
+    );
+    hooks_d
+}
+
+#[test]
+fn open_mpi_image_runs_on_the_host_open_mpi_under_podman_runc_and_crun() {
+    let _env = hooked_env();
+    require_command("podman");
+    require_command("crun");
+    let host = host_open_mpi();
+    let image = open_mpi_rootfs();
+    let scratch = Scratch::new("zoo-ompi");
+    let ov = Overlay::new(scratch.path(), "rootfs", &image);
+    let log = scratch.path().join("hooks.log");
+    let hooks_d = hooks_d_for(&scratch, &log, &host);
+    // Without hooks the image's own Open MPI runs.
+    PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(false, false)
+        .run()
+        .assert_open_mpi(
+            CONTAINER_OPEN_MPI_VERSION,
+            "the Open MPI image without hooks",
+        );
+    let out = PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(true, true)
+        .hook_log(&log)
+        .run();
+    out.assert_open_mpi(&host.version, "the Open MPI image with both hooks (podman)");
+    // Open MPI prints a warning for each component it cannot load: none may be missing.
+    assert!(
+        !out.all_output().contains("unable to open mca_"),
+        "a host component did not load in the container:\n{out}"
+    );
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("host Open MPI /usr/lib/x86_64-linux-gnu/libmpi.so.40: components /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3, with /usr/share/openmpi, /etc/openmpi"),
+        "hook log:\n{text}"
+    );
+    for crun in [false, true] {
+        let name = if crun { "bundle-crun" } else { "bundle-runc" };
+        let mut b = Bundle::new(scratch.path(), name, &ov.merged, &[MPI_HELLO]);
+        b.enable_hooks(true, true);
+        let (mpi, glibc) = (
+            Hook::mpi_with(&b.log, "info", &host),
+            Hook::glibc(&b.log, "info"),
+        );
+        b.add_hook("createRuntime", &mpi);
+        b.add_hook("createRuntime", &glibc);
+        let out = if crun { b.run_crun() } else { b.run_runc() };
+        out.assert_open_mpi(&host.version, name);
+    }
+}
+
+#[test]
+fn open_mpi_image_is_refused_in_one_line_when_the_host_offers_only_mpich() {
+    let env = hooked_env();
+    require_command("podman");
+    let image = open_mpi_rootfs();
+    let scratch = Scratch::new("zoo-ompi-mpich");
+    let ov = Overlay::new(scratch.path(), "rootfs", &image);
+    let log = scratch.path().join("hooks.log");
+    let hooks_d = hooks_d_for(&scratch, &log, &env.host);
+    let out = PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(true, true)
+        .hook_log(&log)
+        .run();
+    assert!(
+        !out.success(),
+        "an Open MPI image on a host MPICH must not start:\n{out}"
+    );
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let want = "the image's MPI is Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x), but the host offers MPICH ABI (libmpich.so.12";
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(want)).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one refusal line expected in the hook log:\n{text}"
     );
 }

@@ -21,6 +21,7 @@ use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
 use crate::plan::host_str;
 use crate::plan::loader::{self, Process};
+use crate::plan::openmpi;
 use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
@@ -540,12 +541,66 @@ pub fn plan_mpi_for(
         used.push(host.clone());
         injected.push(host);
     }
+    // A host Open MPI loads components, help texts and its parameter file by path, and
+    // its components load PMIx, UCX, libfabric...: all of its own version, bound read-only
+    // where its libopen-pal looks for them (its install paths), over the image's.
+    let mut runtime_mounts: Vec<PathBuf> = Vec::new();
+    let mut runtime_libs: Vec<PathBuf> = Vec::new();
+    let open_mpis: Vec<&HostLib> = used
+        .iter()
+        .filter(|h| host_family(h) == Some(MpiFamily::OpenMpi))
+        .collect();
+    if !open_mpis.is_empty() {
+        let host_cache = openmpi::host_cache()
+            .map_err(|e| tracing::warn!("host loader cache /etc/ld.so.cache: {e}; the libraries the host Open MPI's components need are not added"))
+            .ok();
+        for h in open_mpis {
+            let rt = openmpi::discover(h, host_cache.as_ref());
+            match &rt.components {
+                Some(d) => tracing::info!(
+                    "host Open MPI {}: components {}, with {}, and {} libraries they load",
+                    h.path.display(),
+                    d.display(),
+                    rt.others
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    rt.libraries.len()
+                ),
+                None => tracing::warn!(
+                    "host Open MPI {}: no component directory next to {} (openmpi/, openmpi/lib/openmpi3/ with mca_*.so); the image's own components stay and MPI_Init may fail: name the host's component directory in BIND_MOUNTS",
+                    h.path.display(),
+                    h.real.display()
+                ),
+            }
+            for p in rt.binds() {
+                if !runtime_mounts.contains(p) && !cfg.bind_mounts.contains(p) {
+                    runtime_mounts.push(p.clone());
+                }
+            }
+            runtime_libs.extend(rt.libraries);
+        }
+    }
     // Dependencies only the left-out family needs are left out with it.
-    let deps = cfg
+    let mut deps = cfg
         .dependency_libs
         .iter()
         .map(|p| hostlib::inspect(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut known: HashSet<String> = deps
+        .iter()
+        .chain(used.iter())
+        .chain(unused.iter())
+        .map(HostLib::soname)
+        .collect();
+    for p in runtime_libs {
+        match hostlib::inspect(&p) {
+            Ok(h) if known.insert(h.soname()) => deps.push(h),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("not adding {}: {e}", p.display()),
+        }
+    }
     let only_unused: HashSet<String> = if unused.is_empty() {
         HashSet::new()
     } else {
@@ -588,6 +643,15 @@ pub fn plan_mpi_for(
     }
     for p in &cfg.bind_mounts {
         host_bind(p)?.add_to(&mut plan);
+    }
+    for p in &runtime_mounts {
+        let path = host_str(p);
+        plan.edits.mounts.push(Mount {
+            host_path: path.clone(),
+            container_path: path,
+            options: RO_OPTIONS.iter().map(|o| o.to_string()).collect(),
+            typ: String::new(),
+        });
     }
     Ok((plan, injected))
 }
