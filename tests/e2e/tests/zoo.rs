@@ -3,7 +3,8 @@
 //! loader cache, found through the program's RUNPATH) gets the host MPICH; an image
 //! without any MPI is refused in one line naming what was looked for; the Debian 11 Open
 //! MPI 4.1.0 image runs on the host's Open MPI (podman, runc, crun), or is refused in one
-//! line when the host offers only MPICH.
+//! line when the host offers only MPICH; a musl (Alpine-like) image is refused in one line
+//! naming musl.
 
 use e2e_tests::*;
 use std::fs;
@@ -182,6 +183,116 @@ fn open_mpi_image_is_refused_in_one_line_when_the_host_offers_only_mpich() {
     let text = fs::read_to_string(&log).unwrap_or_default();
     let want = "the image's MPI is Open MPI (libmpi.so.40.30.0, Open MPI 4.1.x), but the host offers MPICH ABI (libmpich.so.12";
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(want)).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one refusal line expected in the hook log:\n{text}"
+    );
+}
+
+/// A stub MPICH-ABI library for the musl image (`libmpich.so.12`, built with musl-gcc).
+const MUSL_MPICH_STUB: &str = r#"
+#include <string.h>
+int MPI_Init(int *argc, char ***argv) { (void)argc; (void)argv; return 0; }
+int MPI_Get_library_version(char *v, int *len) {
+    strcpy(v, "MPICH Version:\t3.4.1-musl"); *len = (int)strlen(v); return 0; }
+int MPI_Finalize(void) { return 0; }
+"#;
+
+/// The musl image's program: prints the MPI version it runs on, as mpi-hello does.
+const MUSL_HELLO: &str = r#"
+#include <stdio.h>
+int MPI_Init(int *, char ***);
+int MPI_Get_library_version(char *, int *);
+int MPI_Finalize(void);
+int main(int argc, char **argv) {
+    char v[256]; int len = 0;
+    MPI_Init(&argc, &argv);
+    MPI_Get_library_version(v, &len);
+    printf("rank 0 of 1: %s\n", v);
+    return MPI_Finalize();
+}
+"#;
+
+/// An Alpine-like image built from the host's Debian musl packages: busybox, musl's
+/// loader (`/lib/ld-musl-x86_64.so.1`), no loader cache, an MPICH-ABI library
+/// (`/usr/lib/libmpich.so.12`) and `/usr/local/bin/mpi-hello` linked against it.
+fn musl_image(root: &Path) {
+    let musl_gcc = require_command("musl-gcc");
+    for d in [
+        "bin",
+        "lib",
+        "usr/lib",
+        "usr/local/bin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(require_command("busybox"), root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let loader = fs::canonicalize("/lib/ld-musl-x86_64.so.1").unwrap_or_else(|e| {
+        panic!("PREREQUISITE MISSING: /lib/ld-musl-x86_64.so.1 ({e}): apt-get install musl musl-dev musl-tools")
+    });
+    fs::copy(&loader, root.join("lib/ld-musl-x86_64.so.1")).unwrap();
+    let src = root.join("tmp");
+    fs::write(src.join("stub.c"), MUSL_MPICH_STUB).unwrap();
+    fs::write(src.join("hello.c"), MUSL_HELLO).unwrap();
+    let lib = root.join("usr/lib/libmpich.so.12");
+    let mut c = Command::new(&musl_gcc);
+    c.args([
+        "-shared",
+        "-fPIC",
+        "-O1",
+        "-Wl,-soname,libmpich.so.12",
+        "-o",
+    ])
+    .arg(&lib)
+    .arg(src.join("stub.c"));
+    run_cmd(c, Duration::from_secs(60)).assert_success("musl-gcc (stub MPICH)");
+    std::os::unix::fs::symlink("libmpich.so.12", root.join("usr/lib/libmpich.so")).unwrap();
+    let mut c = Command::new(&musl_gcc);
+    c.args(["-O1", "-o"])
+        .arg(root.join("usr/local/bin/mpi-hello"))
+        .arg(src.join("hello.c"))
+        .arg(format!("-L{}", root.join("usr/lib").display()))
+        .arg("-lmpich");
+    run_cmd(c, Duration::from_secs(60)).assert_success("musl-gcc (mpi-hello)");
+    fs::remove_file(src.join("stub.c")).unwrap();
+    fs::remove_file(src.join("hello.c")).unwrap();
+}
+
+#[test]
+fn musl_image_is_refused_in_one_line_naming_musl() {
+    let env = hooked_env();
+    require_command("podman");
+    let scratch = Scratch::new("zoo-musl");
+    let root = scratch.subdir("musl-rootfs");
+    musl_image(&root);
+    let log = scratch.path().join("hooks.log");
+    let hooks_d = hooks_d_for(&scratch, &log, &env.host);
+    // Without hooks the image's own (musl) MPI runs.
+    PodmanRun::new(&hooks_d, &root, &[MPI_HELLO])
+        .enable_hooks(false, false)
+        .run()
+        .assert_mpich("3.4.1-musl", "the musl image without hooks");
+    let out = PodmanRun::new(&hooks_d, &root, &[MPI_HELLO])
+        .enable_hooks(true, true)
+        .hook_log(&log)
+        .run();
+    assert!(
+        !out.success(),
+        "a musl image must not get the host (glibc) MPI:\n{out}"
+    );
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let want = format!(
+        "the image's libc is musl (/lib/ld-musl-x86_64.so.1), but the host MPI {} is linked against glibc: it cannot run in a musl image",
+        env.host.lib.display()
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(&want)).collect();
     assert_eq!(
         lines.len(),
         1,

@@ -19,6 +19,7 @@ use crate::elf;
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
 use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
+use crate::plan::glibc::{container_libc, ContainerLibc};
 use crate::plan::host_str;
 use crate::plan::loader::{self, Process};
 use crate::plan::openmpi;
@@ -92,6 +93,8 @@ pub enum MpiError {
         why: String,
         ty: CompatType,
     },
+    #[error("the image's libc is musl ({musl}), but the host MPI {host} is linked against glibc: it cannot run in a musl image. Run a glibc-based image (Debian, Ubuntu, RHEL...) to use the host MPI, or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI")]
+    Musl { musl: PathBuf, host: PathBuf },
     #[error("{MPI_MODE_ANNOTATION}={0:?} is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)")]
     Mode(String),
     #[error("BIND_MOUNTS entry {path}: {message}")]
@@ -395,7 +398,22 @@ pub fn plan_mpi_for(
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
-    let cache = crate::plan::container_cache(rootfs).map_err(MpiError::NoCache)?;
+    let cache = match crate::plan::container_cache(rootfs) {
+        Ok(c) => c,
+        Err(why) => {
+            // musl images (Alpine) have no loader cache: say what really stands in the way.
+            if let Some(Ok(ContainerLibc::Musl(musl))) = crate::hostmpi::host_arch()
+                .ok()
+                .map(|(class, machine)| container_libc(rootfs, None, class, machine))
+            {
+                return Err(MpiError::Musl {
+                    musl,
+                    host: cfg.mpi_libs[0].clone(),
+                });
+            }
+            return Err(MpiError::NoCache(why));
+        }
+    };
     let hosts = cfg
         .mpi_libs
         .iter()
@@ -775,6 +793,25 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_musl_image_is_refused_naming_musl_not_the_loader_cache() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("lib")).unwrap();
+        std::fs::write(t.path().join("lib/ld-musl-x86_64.so.1"), b"").unwrap();
+        let rootfs = Rootfs::open(t.path()).unwrap();
+        let cfg = MpiConfig {
+            mpi_libs: vec![PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12")],
+            ..MpiConfig::default()
+        };
+        let e = plan_mpi(&rootfs, &cfg).unwrap_err().to_string();
+        if cfg!(target_arch = "x86_64") {
+            assert!(
+                e.starts_with("the image's libc is musl (/lib/ld-musl-x86_64.so.1), but the host MPI /usr/lib/x86_64-linux-gnu/libmpich.so.12 is linked against glibc"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn bind_mounts_dir_scan_does_not_follow_symlinks() {
