@@ -299,3 +299,82 @@ fn musl_image_is_refused_in_one_line_naming_musl() {
         "one refusal line expected in the hook log:\n{text}"
     );
 }
+
+#[test]
+fn debian12_mpich_image_gets_the_host_mpich_of_the_same_version() {
+    let env = hooked_env();
+    require_command("podman");
+    let image = cached_recipe("debian12-mpich");
+    let scratch = Scratch::new("zoo-d12");
+    let ov = Overlay::new(scratch.path(), "rootfs", &image);
+    let log = scratch.path().join("hooks.log");
+    let hooks_d = hooks_d_for(&scratch, &log, &env.host);
+    PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(false, false)
+        .run()
+        .assert_mpich(&env.host.version, "the Debian 12 image without hooks");
+    PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(true, true)
+        .hook_log(&log)
+        .run()
+        .assert_mpich(&env.host.version, "the Debian 12 image with both hooks");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let real = fs::canonicalize(&env.host.lib).unwrap();
+    assert!(
+        text.contains(&format!(
+            "bound {} over /usr/lib/x86_64-linux-gnu/libmpich.so.12",
+            real.display()
+        )),
+        "the host MPICH must replace the image's:\n{text}"
+    );
+    assert!(
+        text.contains("glibc: the image's glibc is new enough; nothing replaced"),
+        "same glibc on both sides: nothing to replace:\n{text}"
+    );
+}
+
+/// A node with both Debian MPIs: `MPI_LIBS` lists both families, as hpc-hooks-configure
+/// writes it; the Open MPI image gets the host Open MPI, not the MPICH.
+#[test]
+fn open_mpi_image_on_a_host_offering_both_families_gets_open_mpi() {
+    let env = hooked_env();
+    require_command("podman");
+    let ompi = host_open_mpi();
+    let image = open_mpi_rootfs();
+    let scratch = Scratch::new("zoo-ompi-both");
+    let ov = Overlay::new(scratch.path(), "rootfs", &image);
+    let log = scratch.path().join("hooks.log");
+    let mut deps = ompi.deps.clone();
+    deps.extend(
+        env.host
+            .deps
+            .iter()
+            .filter(|d| !ompi.deps.contains(d))
+            .cloned(),
+    );
+    let both = HostMpi {
+        lib: ompi.lib.clone(),
+        deps,
+        version: ompi.version.clone(),
+    };
+    let libs = format!("{}:{}", ompi.lib.display(), env.host.lib.display());
+    let hooks_d = scratch.subdir("hooks.d");
+    write_hooks_d(
+        &hooks_d,
+        "createRuntime",
+        &[
+            &Hook::glibc(&log, "info"),
+            &Hook::mpi_with(&log, "info", &both).with_env("MPI_LIBS", &libs),
+        ],
+    );
+    PodmanRun::new(&hooks_d, &ov.merged, &[MPI_HELLO])
+        .enable_hooks(true, true)
+        .hook_log(&log)
+        .run()
+        .assert_open_mpi(&ompi.version, "the Open MPI image on a host with both MPIs");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains(&format!("host {} (MPICH ABI", env.host.lib.display())),
+        "the host MPICH must be left out:\n{text}"
+    );
+}
