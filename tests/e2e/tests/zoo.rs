@@ -1,10 +1,12 @@
 //! The image zoo (MPI families and layouts), end to end under podman + runc with the
-//! hooks.d files generated here: an image whose MPICH lives under `/opt` (out of its
-//! loader cache, found through the program's RUNPATH) gets the host MPICH; an image
-//! without any MPI is refused in one line naming what was looked for; the Debian 11 Open
-//! MPI 4.1.0 image runs on the host's Open MPI (podman, runc, crun), or is refused in one
-//! line when the host offers only MPICH; a musl (Alpine-like) image is refused in one line
-//! naming musl.
+//! hooks.d files generated here. Each image gets the host MPI or a one-line refusal:
+//! Debian 12 MPICH 4.0.2 (the host's version) gets the host MPICH; an image whose MPICH
+//! lives under `/opt` (out of its loader cache, found through the program's RUNPATH) gets
+//! the host MPICH; an image without any MPI is refused naming what was looked for; the
+//! Debian 11 Open MPI 4.1.0 image runs on the host's Open MPI 4.1.4 (podman, runc, crun;
+//! also when `MPI_LIBS` lists both families), and is refused when the host offers only
+//! MPICH; a musl (Alpine-like) image is refused naming musl. (Debian 11 MPICH 3.4.1, the
+//! default image, is injection.rs's.)
 
 use e2e_tests::*;
 use std::fs;
