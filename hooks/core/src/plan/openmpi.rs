@@ -5,12 +5,15 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::hostlib::HostLib;
-use crate::hostmpi;
+use crate::elf;
+use crate::glibc::is_glibc_soname;
+use crate::hostlib::{HostLib, MAX_ELF_BYTES};
 use crate::ldcache::{self, LdCache};
 
 /// Most entries read from one host directory while looking for components.
 const MAX_DIR_ENTRIES: usize = 4096;
+/// Most libraries added for the components.
+const MAX_LIBRARIES: usize = 512;
 /// Largest host loader cache read.
 const MAX_HOST_CACHE_BYTES: u64 = 64 << 20;
 
@@ -58,6 +61,51 @@ fn plugins(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The non-glibc libraries `objects` need, transitively, resolved through the host's
+/// `cache` (each file read once, at most [`MAX_LIBRARIES`]). A name the cache lacks is
+/// skipped: the component needing it does not load on the host either.
+fn closure(cache: &LdCache, objects: &[PathBuf]) -> Vec<PathBuf> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut queue: Vec<PathBuf> = objects.to_vec();
+    let mut i = 0;
+    while let Some(p) = queue.get(i).cloned() {
+        i += 1;
+        let facts = match std::fs::File::open(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|f| elf::read_file(&f, MAX_ELF_BYTES).map_err(|e| e.to_string()))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!("host Open MPI file {}: {e}", p.display());
+                continue;
+            }
+        };
+        for needed in &facts.needed {
+            if is_glibc_soname(needed) || !names.insert(needed.clone()) {
+                continue;
+            }
+            let Some(dep) = cache.lookup_elf(needed, facts.class, facts.machine).next() else {
+                tracing::debug!(
+                    "{needed}, needed by {}, is not in the host's loader cache",
+                    p.display()
+                );
+                continue;
+            };
+            if out.len() >= MAX_LIBRARIES {
+                tracing::warn!(
+                    "host Open MPI: more than {MAX_LIBRARIES} libraries needed by its components; the rest are not added"
+                );
+                return out;
+            }
+            let dep = PathBuf::from(&dep.path);
+            out.push(dep.clone());
+            queue.push(dep);
+        }
+    }
+    out
+}
+
 /// Reads the host's loader cache (`/etc/ld.so.cache`).
 pub fn host_cache() -> Result<LdCache, String> {
     let f = std::fs::File::open("/etc/ld.so.cache").map_err(|e| e.to_string())?;
@@ -102,20 +150,7 @@ pub fn discover(host: &HostLib, cache: Option<&LdCache>) -> OpenMpiRuntime {
     let (Some(dir), Some(cache)) = (&rt.components, cache) else {
         return rt;
     };
-    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-    for comp in plugins(dir, "") {
-        // A component whose libraries the host lacks does not load on the host either.
-        match hostmpi::dependencies(cache, std::slice::from_ref(&comp)) {
-            Ok(libs) => {
-                for l in libs {
-                    if seen.insert(l.clone()) {
-                        rt.libraries.push(l);
-                    }
-                }
-            }
-            Err(e) => tracing::debug!("component {}: {e}", comp.display()),
-        }
-    }
+    rt.libraries = closure(cache, &plugins(dir, ""));
     // An external PMIx loads its own plugins from `<its libdir>/pmix`, UCX its transports
     // from `<its libdir>/ucx`.
     for l in &rt.libraries {
