@@ -592,8 +592,14 @@ pub fn plan_mpi_for(
                     h.real.display()
                 ),
             }
+            // What BIND_MOUNTS already binds (e.g. UCX's directory) is bound once.
+            let admin: Vec<PathBuf> = cfg
+                .bind_mounts
+                .iter()
+                .flat_map(|b| [b.clone(), std::fs::canonicalize(b).unwrap_or_default()])
+                .collect();
             for p in rt.binds() {
-                if !runtime_mounts.contains(p) && !cfg.bind_mounts.contains(p) {
+                if !runtime_mounts.contains(p) && !admin.contains(p) {
                     runtime_mounts.push(p.clone());
                 }
             }
