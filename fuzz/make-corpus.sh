@@ -68,7 +68,7 @@ rootfs_hint="run tests/rootfs/build-rootfs.sh debian11-mpich first (CI's rootfs 
 deb=${DEBIAN11_ROOTFS:-}
 if [ -z "$deb" ]; then
     # Where build-rootfs.sh caches the current recipe (same hash as that script).
-    hash=$(cat "$root/tests/rootfs/build-rootfs.sh" "$root"/tests/programs/*.c | sha256sum | cut -c1-16)
+    hash=$(cat "$root/tests/rootfs/build-rootfs.sh" "$root/tests/rootfs/recipes/debian11-mpich.sh" "$root"/tests/programs/*.c | sha256sum | cut -c1-16)
     if [ -f "$cache/debian11-mpich-$hash/.complete" ]; then
         deb=$cache/debian11-mpich-$hash/rootfs
     elif [ "$strict" = 0 ]; then

@@ -77,6 +77,8 @@ lintian_deb() {
 step lintian lintian_deb
 
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
+step rootfs-openmpi tests/rootfs/build-rootfs.sh debian11-openmpi
+step rootfs-debian12 tests/rootfs/build-rootfs.sh debian12-mpich
 step unit-tests cargo test --release --no-fail-fast --workspace --exclude e2e-tests --lib --bins --tests
 step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
 # Planning and the live engine's unit tests again, as nobody: they must need no privilege.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Ping-pong benchmark: 2 MPI ranks in hpc-rank containers (runc, host MPICH injected by
+# Ping-pong benchmark: 2 MPI ranks in hpc-rank containers (runc, host MPI injected by
 # mpi-hook + glibc-hook) vs the same program built natively on the host with the host
-# MPI, both under `srun -n 2 --mpi=pmi2`, alternating, in ONE Slurm job script.
+# MPI, both under `srun -n 2`, alternating, in ONE Slurm job script. `--mpi mpich` (the
+# default: Debian 11 MPICH image, `--mpi=pmi2`) or `--mpi openmpi` (Debian 11 Open MPI
+# image on the host Open MPI, `--mpi=pmix`).
 #
-#   tests/bench/pingpong-bench.sh [--pairs N] [--small-iters N] [--large-iters N]
-#                                 [--rootfs DIR] [--bin-dir DIR] [--hooks-dir DIR]
+#   tests/bench/pingpong-bench.sh [--mpi mpich|openmpi] [--pairs N] [--small-iters N]
+#                                 [--large-iters N] [--rootfs DIR] [--bin-dir DIR] [--hooks-dir DIR]
 #
 # Reports medians of: 8 B one-way latency (us), 1 MiB bandwidth (MB/s), and the time from
 # `srun` to both ranks having returned from MPI_Init (ms), native vs containers, and the
@@ -17,34 +19,42 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-pairs=10 small=10000 large=1000 rootfs= hooks_dir= run_timeout=${PINGPONG_RUN_TIMEOUT:-120}
+pairs=10 small=10000 large=1000 rootfs= hooks_dir= run_timeout=${PINGPONG_RUN_TIMEOUT:-120} mpi=mpich
 bin_dir=${HPC_HOOKS_BIN_DIR:-$top/target/release}
 die() { echo "pingpong-bench.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
+    --mpi) mpi=$2; shift 2 ;;
     --pairs) pairs=$2; shift 2 ;;
     --small-iters) small=$2; shift 2 ;;
     --large-iters) large=$2; shift 2 ;;
     --rootfs) rootfs=$2; shift 2 ;;
     --bin-dir) bin_dir=$2; shift 2 ;;
     --hooks-dir) hooks_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
+case "$mpi" in
+  mpich) cc=mpicc recipe=debian11-mpich pmi=pmi2 mpi_libs= ;;
+  openmpi) cc=mpicc.openmpi recipe=debian11-openmpi pmi=pmix
+    mpi_libs=$(ldconfig -p | awk '/libmpi\.so\.40 .*x86-64/{print $NF; exit}')
+    [ -n "$mpi_libs" ] || die "no host Open MPI (libmpi.so.40) in ldconfig -p: apt-get install openmpi-bin libopenmpi-dev" ;;
+  *) die "--mpi $mpi: use mpich or openmpi" ;;
+esac
 [ "$(id -u)" = 0 ] || die "must run as root (runc, overlay mounts)"
-for c in mpicc srun sbatch; do
+for c in "$cc" srun sbatch; do
   command -v "$c" >/dev/null || die "\`$c\` not found: apt-get install mpich libmpich-dev slurmctld slurmd slurm-client"
 done
 for b in hpc-rank mpi-hook glibc-hook; do
   [ -x "$bin_dir/$b" ] || die "$bin_dir/$b not found: cargo build --release -p hpc-rank -p mpi-hook -p glibc-hook (or --bin-dir)"
 done
-[ -n "$rootfs" ] || rootfs=$("$top/tests/rootfs/build-rootfs.sh" debian11-mpich | tail -1)
-[ -x "$rootfs/usr/local/bin/mpi-pingpong" ] || die "$rootfs has no /usr/local/bin/mpi-pingpong (rebuild it with tests/rootfs/build-rootfs.sh debian11-mpich)"
+[ -n "$rootfs" ] || rootfs=$("$top/tests/rootfs/build-rootfs.sh" "$recipe" | tail -1)
+[ -x "$rootfs/usr/local/bin/mpi-pingpong" ] || die "$rootfs has no /usr/local/bin/mpi-pingpong (rebuild it with tests/rootfs/build-rootfs.sh $recipe)"
 
 work=$(mktemp -d /var/tmp/hpc-hooks-pingpong-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mpicc -O2 -o "$work/mpi-pingpong" "$top/tests/programs/mpi-pingpong.c"
+"$cc" -O2 -o "$work/mpi-pingpong" "$top/tests/programs/mpi-pingpong.c"
 if [ -z "$hooks_dir" ]; then
   hooks_dir=$work/hooks.d
   # UCX (MPICH's ch4:ucx) loads its transports (CMA, ...) from <libdir>/ucx at run time:
@@ -52,6 +62,8 @@ if [ -z "$hooks_dir" ]; then
   binds=()
   ucp=$(ldconfig -p | awk '/libucp\.so\.0 /{print $NF; exit}')
   if [ -n "$ucp" ] && [ -d "$(dirname "$ucp")/ucx" ]; then binds=(--bind-mounts "$(dirname "$ucp")/ucx"); fi
+  # The host MPI of the chosen family only (mpi-hook finds Open MPI's components itself).
+  [ -z "$mpi_libs" ] || binds+=(--mpi-libs "$mpi_libs")
   "$top/packaging/install.sh" --no-build --bins mpi-hook,glibc-hook --gpu no --bin-dir "$bin_dir" \
     --libexec "$work/libexec" --hooks-dir "$hooks_dir" --log-level warn --log-file "$work/hooks.log" "${binds[@]}" >"$work/install.log" 2>&1 \
     || { cat "$work/install.log" >&2; die "packaging/install.sh could not write the hooks.d files"; }
@@ -69,19 +81,19 @@ for i in \$(seq 1 $pairs); do
     if [ \$mode = native ]; then cmd=("$work/mpi-pingpong"); else
       cmd=("$bin_dir/hpc-rank" --hooks-dir "$hooks_dir" "$rootfs" /usr/local/bin/mpi-pingpong); fi
     t0=\$(date +%s%6N)
-    out=\$(timeout $run_timeout srun -n 2 --mpi=pmi2 "\${cmd[@]}" $small $large) || { echo "RUN FAILED \$mode \$i (exit \$?)"; echo "\$out"; continue; }
+    out=\$(timeout $run_timeout srun -n 2 --mpi=$pmi "\${cmd[@]}" $small $large) || { echo "RUN FAILED \$mode \$i (exit \$?)"; echo "\$out"; continue; }
     echo "\$out" | awk -v m=\$mode -v t0=\$t0 '
       /init_epoch_us=/ { split(\$2, a, "="); if (a[2] > mx) mx = a[2] }
-      /mpi_version=/ { sub(/.*mpi_version=MPICH Version:[ \t]*/, ""); v = \$0 }
+      /mpi_version=/ { sub(/.*mpi_version=(MPICH Version:[ \t]*|Open MPI v)/, ""); sub(/[, ].*/, ""); v = \$0 }
       /bytes=8 / { for (f = 1; f <= NF; f++) if (\$f ~ /^latency_us=/) { split(\$f, a, "="); lat = a[2] } }
       /bytes=1048576 / { for (f = 1; f <= NF; f++) if (\$f ~ /^bandwidth_MBps=/) { split(\$f, a, "="); bw = a[2] } }
-      END { printf "RESULT %s lat_us=%s bw_MBps=%s init_ms=%.1f mpich=%s\n", m, lat, bw, (mx - t0) / 1000, v }'
+      END { printf "RESULT %s lat_us=%s bw_MBps=%s init_ms=%.1f mpi=%s\n", m, lat, bw, (mx - t0) / 1000, v }'
   done
 done
 exit 0
 JOB
 chmod +x "$work/job.sh"
-echo "pingpong-bench: $pairs pairs, $small x 8 B, $large x 1 MiB, rootfs $rootfs"
+echo "pingpong-bench: $mpi ($pmi), $pairs pairs, $small x 8 B, $large x 1 MiB, rootfs $rootfs"
 sbatch --wait -n 2 -J pingpong-bench -o "$work/job.out" "$work/job.sh" >/dev/null \
   || { cat "$work/job.out" >&2 || true; die "the benchmark job failed"; }
 grep -E "^(RESULT|RUN FAILED)" "$work/job.out" || true
@@ -93,7 +105,7 @@ awk '
   /^RESULT/ {
     m = $2
     for (f = 3; f <= NF; f++) { split($f, a, "="); k = a[1]; v = a[2]
-      if (k == "mpich") ver[m] = v; else { n[m, k]++; val[m, k, n[m, k]] = v } }
+      if (k == "mpi") ver[m] = v; else { n[m, k]++; val[m, k, n[m, k]] = v } }
   }
   END {
     split("lat_us bw_MBps init_ms", keys, " ")

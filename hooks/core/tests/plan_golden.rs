@@ -532,3 +532,61 @@ fn mpich_outside_the_loader_cache_is_found_through_the_programs_runpath() {
     let e = plan_mpi_for(&rootfs, &mpi_config(&f), Some(&other)).unwrap_err();
     assert!(e.to_string().starts_with("no MPI library found"), "{e}");
 }
+
+#[test]
+fn host_open_mpi_components_help_and_parameters_are_bound_at_their_host_paths() {
+    let f = fixture();
+    let cfg = both_families(&f);
+    // The host Open MPI's layout next to its libmpi: <libdir>/openmpi (components),
+    // <prefix>/share/openmpi (help texts), <prefix>/etc/openmpi-mca-params.conf.
+    std::fs::create_dir_all(f.host.join("openmpi")).unwrap();
+    gcc_shared(
+        "int mca_btl_self_component(void) { return 0; }\n",
+        &f.host.join("openmpi/mca_btl_self.so"),
+        "mca_btl_self.so",
+    );
+    std::fs::create_dir_all(f.host.join("share/openmpi")).unwrap();
+    std::fs::create_dir_all(f.host.join("etc")).unwrap();
+    std::fs::write(f.host.join("etc/openmpi-mca-params.conf"), "").unwrap();
+    let lib = f.rootfs.join("usr/lib").join(TRIPLET);
+    open_mpi(&lib, "40.30.0");
+    std::fs::remove_file(lib.join("libmpich.so.12")).unwrap();
+    image_cache(&f, &["libmpi.so.40", "libopen-pal.so.40", "libc.so.6"]);
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let (plan, _) = plan_mpi(&rootfs, &cfg).unwrap();
+    let host = std::fs::canonicalize(&f.host).unwrap();
+    for p in [
+        host.join("openmpi"),
+        host.join("share/openmpi"),
+        host.join("etc/openmpi-mca-params.conf"),
+    ] {
+        let p = p.to_string_lossy().into_owned();
+        let m = plan
+            .edits
+            .mounts
+            .iter()
+            .find(|m| m.host_path == p)
+            .unwrap_or_else(|| panic!("{p} is not bound: {:?}", plan.edits.mounts));
+        assert_eq!(m.container_path, p, "bound at its host path");
+        assert_eq!(m.options, ["ro", "nosuid", "nodev", "bind"]);
+    }
+    // An MPICH image on the same host gets none of them.
+    let f2 = fixture();
+    let cfg2 = both_families(&f2);
+    std::fs::create_dir_all(f2.host.join("openmpi")).unwrap();
+    std::fs::copy(
+        f.host.join("openmpi/mca_btl_self.so"),
+        f2.host.join("openmpi/mca_btl_self.so"),
+    )
+    .unwrap();
+    let (plan, _) = plan_mpi(&Rootfs::open(&f2.rootfs).unwrap(), &cfg2).unwrap();
+    assert!(
+        !plan
+            .edits
+            .mounts
+            .iter()
+            .any(|m| m.host_path.contains("openmpi")),
+        "{:?}",
+        plan.edits.mounts
+    );
+}

@@ -38,8 +38,12 @@ impl Hook {
 
     /// `mpi-hook` configured with the host MPICH, its dependencies and the host ldconfig.
     pub fn mpi(log: &Path, level: &str) -> Hook {
+        Hook::mpi_with(log, level, &host_mpi())
+    }
+
+    /// `mpi-hook` configured with `host` (e.g. [`host_open_mpi`](crate::host_open_mpi)).
+    pub fn mpi_with(log: &Path, level: &str, host: &HostMpi) -> Hook {
         hook_bin("mpi-hook");
-        let host = host_mpi();
         let mut env = base_hook_env(log, level);
         env.push(format!("MPI_LIBS={}", host.mpi_libs()));
         env.push(format!("MPI_DEPENDENCY_LIBS={}", host.dependency_libs()));

@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::mpi::mpich_version;
+use crate::mpi::{mpich_version, open_mpi_version};
 
 /// Default timeout of one runtime invocation.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -58,6 +58,17 @@ impl RunOutput {
             Some(v) if v == version => self,
             got => panic!(
                 "{context}: expected mpi-hello to report MPICH {version}, got {got:?}\n{self}"
+            ),
+        }
+    }
+
+    /// Panics unless the command succeeded and mpi-hello reported Open MPI `version`.
+    pub fn assert_open_mpi(&self, version: &str, context: &str) -> &Self {
+        self.assert_success(context);
+        match open_mpi_version(&self.stdout) {
+            Some(v) if v == version => self,
+            got => panic!(
+                "{context}: expected mpi-hello to report Open MPI {version}, got {got:?}\n{self}"
             ),
         }
     }

@@ -1,11 +1,12 @@
-//! The cached test rootfs (Debian 11 + MPICH, built once by tests/rootfs/build-rootfs.sh
-//! and never modified) and the helpers that put libraries into a rootfs: gcc-built shared
+//! The cached test rootfs (Debian 11 + MPICH, Debian 11 + Open MPI: built once by
+//! tests/rootfs/build-rootfs.sh and never modified) and the helpers that put libraries into a rootfs: gcc-built shared
 //! libraries and a regenerated ld.so.cache.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::binaries::{require_command, workspace_root};
@@ -20,40 +21,57 @@ pub const CONTAINER_MPICH_VERSION: &str = "3.4.1";
 /// The MPI hello program compiled inside the test rootfs.
 pub const MPI_HELLO: &str = "/usr/local/bin/mpi-hello";
 
+/// Recipe of the Debian 11 image with Open MPI 4.1.0 (`libmpi.so.40`) and mpi-hello.
+pub const OPEN_MPI_RECIPE: &str = "debian11-openmpi";
+/// Open MPI version installed in the [`OPEN_MPI_RECIPE`] image.
+pub const CONTAINER_OPEN_MPI_VERSION: &str = "4.1.0";
+
 /// Path of the cached test rootfs, built (or reused) by `tests/rootfs/build-rootfs.sh`.
 /// Panics with the script's output when it cannot be built. Never modify it: use
 /// [`Overlay`](crate::Overlay) for containers.
 pub fn cached_rootfs() -> PathBuf {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let script = workspace_root().join("tests/rootfs/build-rootfs.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg(RECIPE)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                panic!(
-                    "PREREQUISITE MISSING: the test rootfs `{RECIPE}` could not be built \
-                     ({} {RECIPE} exited with {}).\nstdout:\n{stdout}\nstderr:\n{}",
-                    script.display(),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let path = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-            if !path.join(MPI_HELLO.trim_start_matches('/')).is_file() {
-                panic!(
-                    "PREREQUISITE MISSING: build-rootfs.sh printed `{}`, which has no {MPI_HELLO}",
-                    path.display()
-                );
-            }
-            path
-        })
-        .clone()
+    cached_recipe(RECIPE)
+}
+
+/// The cached Debian 11 Open MPI 4.1.0 image ([`OPEN_MPI_RECIPE`]).
+pub fn open_mpi_rootfs() -> PathBuf {
+    cached_recipe(OPEN_MPI_RECIPE)
+}
+
+/// Path of the cached rootfs of `recipe` (tests/rootfs/recipes/RECIPE.sh), built once per
+/// test process; it must hold [`MPI_HELLO`].
+pub fn cached_recipe(recipe: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(recipe) {
+        return p.clone();
+    }
+    let script = workspace_root().join("tests/rootfs/build-rootfs.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(recipe)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        panic!(
+            "PREREQUISITE MISSING: the test rootfs `{recipe}` could not be built \
+             ({} {recipe} exited with {}).\nstdout:\n{stdout}\nstderr:\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    if !path.join(MPI_HELLO.trim_start_matches('/')).is_file() {
+        panic!(
+            "PREREQUISITE MISSING: build-rootfs.sh printed `{}`, which has no {MPI_HELLO}",
+            path.display()
+        );
+    }
+    built.insert(recipe.to_string(), path.clone());
+    path
 }
 
 /// Compiles a C source into a shared library with the host gcc.

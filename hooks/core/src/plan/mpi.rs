@@ -19,8 +19,10 @@ use crate::elf;
 use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
 use crate::ldcache::LdCache;
 use crate::ldcache_write::cache_flags_for;
+use crate::plan::glibc::{container_libc, ContainerLibc};
 use crate::plan::host_str;
 use crate::plan::loader::{self, Process};
+use crate::plan::openmpi;
 use crate::rootfs::Rootfs;
 
 pub const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
@@ -91,6 +93,8 @@ pub enum MpiError {
         why: String,
         ty: CompatType,
     },
+    #[error("the image's libc is musl ({musl}), but the host MPI {host} is linked against glibc: it cannot run in a musl image. Run a glibc-based image (Debian, Ubuntu, RHEL...) to use the host MPI, or start the container without the annotation com.hooks.mpi.enabled=true to use the image's own MPI")]
+    Musl { musl: PathBuf, host: PathBuf },
     #[error("{MPI_MODE_ANNOTATION}={0:?} is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)")]
     Mode(String),
     #[error("BIND_MOUNTS entry {path}: {message}")]
@@ -394,7 +398,22 @@ pub fn plan_mpi_for(
     if cfg.mpi_libs.is_empty() {
         return Err(MpiError::NoMpiLibs);
     }
-    let cache = crate::plan::container_cache(rootfs).map_err(MpiError::NoCache)?;
+    let cache = match crate::plan::container_cache(rootfs) {
+        Ok(c) => c,
+        Err(why) => {
+            // musl images (Alpine) have no loader cache: say what really stands in the way.
+            if let Some(Ok(ContainerLibc::Musl(musl))) = crate::hostmpi::host_arch()
+                .ok()
+                .map(|(class, machine)| container_libc(rootfs, None, class, machine))
+            {
+                return Err(MpiError::Musl {
+                    musl,
+                    host: cfg.mpi_libs[0].clone(),
+                });
+            }
+            return Err(MpiError::NoCache(why));
+        }
+    };
     let hosts = cfg
         .mpi_libs
         .iter()
@@ -540,12 +559,72 @@ pub fn plan_mpi_for(
         used.push(host.clone());
         injected.push(host);
     }
+    // A host Open MPI loads components, help texts and its parameter file by path, and
+    // its components load PMIx, UCX, libfabric...: all of its own version, bound read-only
+    // where its libopen-pal looks for them (its install paths), over the image's.
+    let mut runtime_mounts: Vec<PathBuf> = Vec::new();
+    let mut runtime_libs: Vec<PathBuf> = Vec::new();
+    let open_mpis: Vec<&HostLib> = used
+        .iter()
+        .filter(|h| host_family(h) == Some(MpiFamily::OpenMpi))
+        .collect();
+    if !open_mpis.is_empty() {
+        let host_cache = openmpi::host_cache()
+            .map_err(|e| tracing::warn!("host loader cache /etc/ld.so.cache: {e}; the libraries the host Open MPI's components need are not added"))
+            .ok();
+        for h in open_mpis {
+            let rt = openmpi::discover(h, host_cache.as_ref());
+            match &rt.components {
+                Some(d) => tracing::info!(
+                    "host Open MPI {}: components {}, with {}, and {} libraries they load",
+                    h.path.display(),
+                    d.display(),
+                    rt.others
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    rt.libraries.len()
+                ),
+                None => tracing::warn!(
+                    "host Open MPI {}: no component directory next to {} (openmpi/, openmpi/lib/openmpi3/ with mca_*.so); the image's own components stay and MPI_Init may fail: name the host's component directory in BIND_MOUNTS",
+                    h.path.display(),
+                    h.real.display()
+                ),
+            }
+            // What BIND_MOUNTS already binds (e.g. UCX's directory) is bound once.
+            let admin: Vec<PathBuf> = cfg
+                .bind_mounts
+                .iter()
+                .flat_map(|b| [b.clone(), std::fs::canonicalize(b).unwrap_or_default()])
+                .collect();
+            for p in rt.binds() {
+                if !runtime_mounts.contains(p) && !admin.contains(p) {
+                    runtime_mounts.push(p.clone());
+                }
+            }
+            runtime_libs.extend(rt.libraries);
+        }
+    }
     // Dependencies only the left-out family needs are left out with it.
-    let deps = cfg
+    let mut deps = cfg
         .dependency_libs
         .iter()
         .map(|p| hostlib::inspect(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut known: HashSet<String> = deps
+        .iter()
+        .chain(used.iter())
+        .chain(unused.iter())
+        .map(HostLib::soname)
+        .collect();
+    for p in runtime_libs {
+        match hostlib::inspect(&p) {
+            Ok(h) if known.insert(h.soname()) => deps.push(h),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("not adding {}: {e}", p.display()),
+        }
+    }
     let only_unused: HashSet<String> = if unused.is_empty() {
         HashSet::new()
     } else {
@@ -588,6 +667,15 @@ pub fn plan_mpi_for(
     }
     for p in &cfg.bind_mounts {
         host_bind(p)?.add_to(&mut plan);
+    }
+    for p in &runtime_mounts {
+        let path = host_str(p);
+        plan.edits.mounts.push(Mount {
+            host_path: path.clone(),
+            container_path: path,
+            options: RO_OPTIONS.iter().map(|o| o.to_string()).collect(),
+            typ: String::new(),
+        });
     }
     Ok((plan, injected))
 }
@@ -711,6 +799,25 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_musl_image_is_refused_naming_musl_not_the_loader_cache() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("lib")).unwrap();
+        std::fs::write(t.path().join("lib/ld-musl-x86_64.so.1"), b"").unwrap();
+        let rootfs = Rootfs::open(t.path()).unwrap();
+        let cfg = MpiConfig {
+            mpi_libs: vec![PathBuf::from("/usr/lib/x86_64-linux-gnu/libmpich.so.12")],
+            ..MpiConfig::default()
+        };
+        let e = plan_mpi(&rootfs, &cfg).unwrap_err().to_string();
+        if cfg!(target_arch = "x86_64") {
+            assert!(
+                e.starts_with("the image's libc is musl (/lib/ld-musl-x86_64.so.1), but the host MPI /usr/lib/x86_64-linux-gnu/libmpich.so.12 is linked against glibc"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn bind_mounts_dir_scan_does_not_follow_symlinks() {
