@@ -43,6 +43,11 @@ build_mpi_programs() {
 
 # shellcheck source=/dev/null
 . "$recipe"
+# The files container images carry for the engines to bind over (/etc/hosts, hostname,
+# resolv.conf: empty; /etc/mtab: a link to /proc/mounts). Engines create them when they
+# are missing, which rootless podman cannot do in an overlay of this root-owned tree.
+for f in hosts hostname resolv.conf; do [ -e "$work/rootfs/etc/$f" ] || : >"$work/rootfs/etc/$f"; done
+[ -e "$work/rootfs/etc/mtab" ] || [ -L "$work/rootfs/etc/mtab" ] || ln -s /proc/mounts "$work/rootfs/etc/mtab"
 chroot "$work/rootfs" apt-get clean
 chroot "$work/rootfs" ldconfig
 mv "$work/rootfs" "$work/rootfs.done"

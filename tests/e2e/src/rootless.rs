@@ -204,3 +204,42 @@ pub fn copy_for_user(src: &Path, dir: &Path) -> PathBuf {
     make_reachable(dir);
     dst
 }
+
+/// A copy of the cached rootfs `src` owned by `user`, as rootless podman needs (it creates
+/// mount points such as `/run/.containerenv` in the image, which it cannot do in a tree
+/// owned by the host's root, even on an `:O` overlay). Built once per cached rootfs and
+/// user id, next to it in the cache (`<name>-uid<UID>/rootfs`); containers run on `:O`
+/// overlays of it, so it is never modified.
+pub fn rootfs_for_user(user: &RootlessUser, src: &Path) -> PathBuf {
+    let entry = src
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("a cached rootfs is <cache>/<name>-<hash>/rootfs");
+    let cache = src
+        .parent()
+        .and_then(Path::parent)
+        .expect("the cache directory");
+    let dir = cache.join(format!("{entry}-uid{}", user.uid));
+    let dst = dir.join("rootfs");
+    if dir.join(".complete").exists() {
+        return dst;
+    }
+    let tmp = dir.join(format!("rootfs.tmp{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&dir).unwrap();
+    let mut cp = Command::new(require_command("cp"));
+    cp.arg("-a").arg(src).arg(&tmp);
+    run_cmd(cp, Duration::from_secs(300))
+        .assert_success("copy of the rootfs for the rootless user");
+    let mut chown = Command::new(require_command("chown"));
+    chown
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(&tmp);
+    run_cmd(chown, Duration::from_secs(300)).assert_success("chown of the user's rootfs copy");
+    let _ = fs::remove_dir_all(&dst);
+    fs::rename(&tmp, &dst).unwrap();
+    fs::write(dir.join(".complete"), "").unwrap();
+    dst
+}

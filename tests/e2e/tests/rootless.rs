@@ -91,7 +91,7 @@ fn install(scratch: &Scratch) -> Installed {
     inst
 }
 
-/// `podman run` of the cached image (on a rootless overlay, `:O`) as the user.
+/// `podman run` of the user's copy of the image (on a rootless overlay, `:O`) as the user.
 fn podman(user: &RootlessUser, rootfs: &Path, annotations: &[&str], args: &[&str]) -> RunOutput {
     let mut c = user.command(&require_command("podman"), &[]);
     // No --hooks-dir: rootless podman reads the system hooks.d directories.
@@ -123,9 +123,10 @@ fn rootless_podman_with_installed_hooks_reports_host_mpich() {
     let scratch = Scratch::new("rootless-mpi");
     let _inst = install(&scratch);
     let user = RootlessUser::create();
+    let rootfs = rootfs_for_user(&user, &env.rootfs);
     let admin_log = Path::new("/var/log/hpc-hooks.log");
     let admin_before = fs::metadata(admin_log).ok().map(|m| m.len());
-    let out = podman(&user, &env.rootfs, BOTH, &[MPI_HELLO]);
+    let out = podman(&user, &rootfs, BOTH, &[MPI_HELLO]);
     out.assert_mpich(&env.host.version, "rootless podman, installed hooks.d");
     // The package's log file is not the rootless hooks' to write: each hook said so once
     // and logged to the user's runtime directory instead, where the user reads it.
@@ -161,9 +162,10 @@ fn rootless_mpi_hook_alone_is_refused_for_glibc() {
     let scratch = Scratch::new("rootless-glibc");
     let _inst = install(&scratch);
     let user = RootlessUser::create();
+    let rootfs = rootfs_for_user(&user, &env.rootfs);
     let out = podman(
         &user,
-        &env.rootfs,
+        &rootfs,
         &["com.hooks.mpi.enabled=true"],
         &[MPI_HELLO],
     );
@@ -383,7 +385,7 @@ fn rootless_srun_two_ranks_with_podman() {
     ])
     .arg(&launcher)
     .args(["--runtime", "podman"])
-    .arg(&env.rootfs)
+    .arg(rootfs_for_user(&user, &env.rootfs))
     .args([PINGPONG, "2000", "100"]);
     let out = run_cmd(c, T);
     let show = || {

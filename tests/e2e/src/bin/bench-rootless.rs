@@ -104,8 +104,11 @@ fn main() {
     }
     make_reachable(&hooks_d);
     let user = RootlessUser::create();
+    // The same image for both: the user's copy of the cached image (rootless podman needs
+    // an image tree the user owns), on a `:O` overlay.
+    let rootfs = rootfs_for_user(&user, &env.rootfs);
 
-    // The same podman command line for both: the cached image on a `:O` overlay.
+    // The same podman command line for both.
     let args = |c: &mut std::process::Command| {
         c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
             .arg("--hooks-dir")
@@ -121,7 +124,7 @@ fn main() {
             .args(["--annotation", "com.hooks.mpi.enabled=true"])
             .args(["--annotation", "com.hooks.glibc.enabled=true"])
             .arg("--rootfs")
-            .arg(format!("{}:O", env.rootfs.display()))
+            .arg(format!("{}:O", rootfs.display()))
             .arg(MPI_HELLO);
     };
     let rootful = || {
