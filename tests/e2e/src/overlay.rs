@@ -71,3 +71,47 @@ impl Drop for Overlay {
         self.unmount();
     }
 }
+
+/// What a host canary file holds: a hook must never read, write or mount over it.
+pub const CANARY_TEXT: &str = "HOST CANARY: a hook must never read, write or mount over this\n";
+
+/// Writes a host canary file at `p` (parents created).
+pub fn canary_file(p: &Path) {
+    fs::create_dir_all(p.parent().expect("a canary path has a parent")).unwrap();
+    fs::write(p, CANARY_TEXT).unwrap();
+}
+
+/// Hostile-image setup: moves an image entry (file, symlink or dir) at `container_path` to
+/// `<canary>/<name>` INSIDE the image, writes a host canary at that same host path, and
+/// replaces the entry with a symlink to it (absolute target, or relative with too many
+/// `..`), so a hook that follows image symlinks on the host side lands on the canary.
+pub fn divert(ov: &Overlay, canary: &Path, container_path: &str, name: &str, relative: bool) {
+    let src = ov.path(container_path);
+    let host_target = canary.join(name);
+    let image_target = ov.path(&host_target.display().to_string());
+    fs::create_dir_all(image_target.parent().expect("a parent")).unwrap();
+    crate::process::sh(&format!(
+        "cp -a '{}' '{}' && rm -rf '{}'",
+        src.display(),
+        image_target.display(),
+        src.display()
+    ));
+    // host canary with different content (a dir: canary files with the same names)
+    if fs::symlink_metadata(&image_target).unwrap().is_dir() {
+        for e in fs::read_dir(&image_target).unwrap().flatten() {
+            canary_file(&host_target.join(e.file_name()));
+        }
+    } else {
+        canary_file(&host_target);
+    }
+    let link = if relative {
+        format!(
+            "{}{}",
+            "../".repeat(16),
+            host_target.display().to_string().trim_start_matches('/')
+        )
+    } else {
+        host_target.display().to_string()
+    };
+    std::os::unix::fs::symlink(&link, &src).unwrap();
+}

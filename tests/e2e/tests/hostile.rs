@@ -18,8 +18,6 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-const CANARY_TEXT: &str = "HOST CANARY: a hook must never read, write or mount over this\n";
-
 type Check = Box<dyn Fn(&RunOutput) -> Result<(), String>>;
 type AfterCheck = Box<dyn Fn(&Overlay)>;
 
@@ -193,45 +191,6 @@ fn in_image(ov: &Overlay, host_path: &Path) -> PathBuf {
 
 fn mkparent(p: &Path) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
-}
-
-fn canary_file(p: &Path) {
-    mkparent(p);
-    fs::write(p, CANARY_TEXT).unwrap();
-}
-
-/// Moves an image entry (file, symlink or dir) to `<canary>/<name>` INSIDE the image,
-/// writes a host canary at the same host path, and replaces the entry with a symlink
-/// to it (absolute target, or relative with too many `..`).
-fn divert(ov: &Overlay, canary: &Path, container_path: &str, name: &str, relative: bool) {
-    let src = ov.path(container_path);
-    let host_target = canary.join(name);
-    let image_target = in_image(ov, &host_target);
-    mkparent(&image_target);
-    sh(&format!(
-        "cp -a '{}' '{}' && rm -rf '{}'",
-        src.display(),
-        image_target.display(),
-        src.display()
-    ));
-    // host canary with different content (a dir: canary files with the same names)
-    if fs::symlink_metadata(&image_target).unwrap().is_dir() {
-        for e in fs::read_dir(&image_target).unwrap().flatten() {
-            canary_file(&host_target.join(e.file_name()));
-        }
-    } else {
-        canary_file(&host_target);
-    }
-    let link = if relative {
-        format!(
-            "{}{}",
-            "../".repeat(16),
-            host_target.display().to_string().trim_start_matches('/')
-        )
-    } else {
-        host_target.display().to_string()
-    };
-    symlink(&link, &src).unwrap();
 }
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";

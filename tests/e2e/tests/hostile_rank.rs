@@ -692,24 +692,6 @@ fn podman_rank_cgroup_is_under_the_launchers_cgroup() {
     assert_placement(&out, &cg, "libpod-", "podman rank");
 }
 
-/// Starts (or reuses) the one-node Slurm with `launcher` in its Epilog; its SLURM_CONF.
-fn slurm_up(launcher: &Path) -> String {
-    for c in ["srun", "slurmctld", "slurmd"] {
-        require_command(c);
-    }
-    let mut c = Command::new("bash");
-    c.arg(workspace_root().join("tests/slurm/slurm-up.sh"))
-        .env("HPC_RANK_BIN", launcher);
-    let out = run_cmd(c, Duration::from_secs(60));
-    out.assert_success("PREREQUISITE MISSING: tests/slurm/slurm-up.sh could not start Slurm");
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("export SLURM_CONF="))
-        .unwrap_or_else(|| panic!("slurm-up.sh printed no SLURM_CONF:\n{out}"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn srun_runc_rank_cgroup_is_under_the_steps_cgroup() {
     let e = env("rank-cg-srun");

@@ -5,9 +5,8 @@
 //! leaves no container behind, and so does scancel.
 
 use e2e_tests::*;
-use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PINGPONG: &str = "/usr/local/bin/mpi-pingpong";
@@ -171,57 +170,21 @@ fn srun_pmix_scancel_leaves_nothing_behind() {
     let j = job("pmix-ompi-scancel");
     assert_no_rank_containers_within(Duration::from_secs(15), "before the test");
     let name = "h12-pmix-scancel";
-    let out_path = j.scratch.path().join("srun.out");
-    let err_path = j.scratch.path().join("srun.err");
-    let mut child = j
-        .srun(name, &["--env", "PINGPONG_SLEEP=300"], &["200", "10"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("start srun");
-    let show = || {
-        format!(
-            "--- srun stdout:\n{}\n--- srun stderr:\n{}\n--- hook log:\n{}",
-            fs::read_to_string(&out_path).unwrap_or_default(),
-            fs::read_to_string(&err_path).unwrap_or_default(),
-            fs::read_to_string(&j.log).unwrap_or_default()
-        )
-    };
-    let start = Instant::now();
-    loop {
-        let o = fs::read_to_string(&out_path).unwrap_or_default();
-        if o.contains("pingpong: sleeping") && rank_containers().len() == 2 {
-            break;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("srun ended ({st}) before it could be cancelled\n{}", show());
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!(
-                "the job did not reach its sleep with 2 containers\n{}",
-                show()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut srun = BackgroundSrun::spawn(
+        j.srun(name, &["--env", "PINGPONG_SLEEP=300"], &["200", "10"]),
+        j.scratch.path(),
+        &j.log,
+    );
+    srun.wait_sleeping(2, || rank_containers().len());
     let st = Command::new(require_command("scancel"))
         .env("SLURM_CONF", &j.conf)
         .args(["-n", name])
         .status()
         .expect("run scancel");
     assert!(st.success(), "scancel -n {name} failed");
-    let t0 = Instant::now();
-    while !matches!(child.try_wait(), Ok(Some(_))) {
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("srun still running 60 s after scancel\n{}", show());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    srun.wait_end("scancel");
     assert_no_rank_containers_within(
         Duration::from_secs(20),
-        &format!("after scancel\n{}", show()),
+        &format!("after scancel\n{}", srun.show()),
     );
 }

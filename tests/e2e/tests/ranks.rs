@@ -56,25 +56,6 @@ fn rank_env(tag: &str) -> RankEnv {
     }
 }
 
-/// Starts (or reuses) the one-node Slurm, with `launcher` in its Epilog
-/// (packaging/slurm/epilog-hpc-rank.sh), and returns its SLURM_CONF.
-fn slurm_up(launcher: &std::path::Path) -> String {
-    for c in ["srun", "scancel", "squeue", "slurmctld", "slurmd"] {
-        require_command(c);
-    }
-    let script = workspace_root().join("tests/slurm/slurm-up.sh");
-    let mut c = Command::new("bash");
-    c.arg(&script).env("HPC_RANK_BIN", launcher);
-    let out = run_cmd(c, Duration::from_secs(60));
-    out.assert_success("PREREQUISITE MISSING: tests/slurm/slurm-up.sh could not start Slurm");
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("export SLURM_CONF="))
-        .unwrap_or_else(|| panic!("slurm-up.sh printed no SLURM_CONF:\n{out}"))
-        .trim()
-        .to_string()
-}
-
 impl RankEnv {
     /// `hpc-rank --hooks-dir H [extra] ROOTFS mpi-pingpong ITERS...`
     fn rank_args(&self, extra: &[&str], iters: &[&str]) -> Vec<String> {
@@ -433,41 +414,9 @@ fn scancel_test(tag: &str, extra: &[&str], podman: bool) {
     if podman {
         podman_env(&mut c);
     }
-    let out_path = re.scratch.path().join("srun.out");
-    let err_path = re.scratch.path().join("srun.err");
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("start srun");
-    let show = || {
-        format!(
-            "--- srun stdout:\n{}\n--- srun stderr:\n{}\n--- hook log:\n{}",
-            fs::read_to_string(&out_path).unwrap_or_default(),
-            fs::read_to_string(&err_path).unwrap_or_default(),
-            fs::read_to_string(&re.log).unwrap_or_default()
-        )
-    };
+    let mut srun = BackgroundSrun::spawn(c, re.scratch.path(), &re.log);
     // Wait until both ranks are in their containers and past the exchange.
-    let start = Instant::now();
-    loop {
-        let o = fs::read_to_string(&out_path).unwrap_or_default();
-        if o.contains("pingpong: sleeping") && running_containers() == 2 {
-            break;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("srun ended ({st}) before it could be cancelled\n{}", show());
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!(
-                "the job did not reach its sleep with 2 containers running\n{}",
-                show()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    srun.wait_sleeping(2, running_containers);
     let ids: Vec<String> = Command::new("squeue")
         .env("SLURM_CONF", &conf)
         .args(["-h", "-n", &job, "-o", "%i"])
@@ -483,7 +432,7 @@ fn scancel_test(tag: &str, extra: &[&str], podman: bool) {
         ids.len(),
         1,
         "squeue must show the job {job} once: {ids:?}\n{}",
-        show()
+        srun.show()
     );
     let st = Command::new("scancel")
         .env("SLURM_CONF", &conf)
@@ -491,25 +440,12 @@ fn scancel_test(tag: &str, extra: &[&str], podman: bool) {
         .status()
         .expect("run scancel");
     assert!(st.success(), "scancel {} failed", ids[0]);
-    let t0 = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("srun still running 60 s after scancel\n{}", show());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let took = srun.wait_end("scancel");
     assert_no_leftovers_within(
         Duration::from_secs(20),
-        &format!("after scancel ({tag})\n{}", show()),
+        &format!("after scancel ({tag})\n{}", srun.show()),
     );
-    eprintln!(
-        "scancel ({tag}): srun gone {:?} after scancel, no leftovers",
-        t0.elapsed()
-    );
+    eprintln!("scancel ({tag}): srun gone {took:?} after scancel, no leftovers");
 }
 
 /// scancel of a running srun job (ranks sleeping in their runc containers).

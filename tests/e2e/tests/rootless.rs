@@ -11,7 +11,6 @@
 //! Needs root (to create the user), podman, uidmap, the static hooks: fails, never skips.
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -185,45 +184,7 @@ fn rootless_mpi_hook_alone_is_refused_for_glibc() {
 // directory; nothing outside the container may change.
 // ---------------------------------------------------------------------------
 
-const CANARY_TEXT: &str = "HOST CANARY: a hook must never read, write or mount over this\n";
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
-
-fn canary_file(p: &Path) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, CANARY_TEXT).unwrap();
-}
-
-/// Moves an image entry to `<canary>/<name>` inside the image, writes a host canary at
-/// that host path and replaces the entry with a symlink to it.
-fn divert(ov: &Overlay, canary: &Path, container_path: &str, name: &str, relative: bool) {
-    let src = ov.path(container_path);
-    let host_target = canary.join(name);
-    let image_target = ov.path(&host_target.display().to_string());
-    fs::create_dir_all(image_target.parent().unwrap()).unwrap();
-    sh(&format!(
-        "cp -a '{}' '{}' && rm -rf '{}'",
-        src.display(),
-        image_target.display(),
-        src.display()
-    ));
-    if fs::symlink_metadata(&image_target).unwrap().is_dir() {
-        for e in fs::read_dir(&image_target).unwrap().flatten() {
-            canary_file(&host_target.join(e.file_name()));
-        }
-    } else {
-        canary_file(&host_target);
-    }
-    let link = if relative {
-        format!(
-            "{}{}",
-            "../".repeat(16),
-            host_target.display().to_string().trim_start_matches('/')
-        )
-    } else {
-        host_target.display().to_string()
-    };
-    symlink(&link, &src).unwrap();
-}
 
 fn hostile(relative: bool) {
     let env = hooked_env();
@@ -312,24 +273,6 @@ fn rootless_hostile_relative_symlinks_change_nothing_outside() {
 // ---------------------------------------------------------------------------
 
 const PINGPONG: &str = "/usr/local/bin/mpi-pingpong";
-
-/// Starts (or reuses) the one-node Slurm (tests/slurm/slurm-up.sh); returns SLURM_CONF.
-fn slurm_up(launcher: &Path) -> String {
-    for c in ["srun", "slurmctld", "slurmd"] {
-        require_command(c);
-    }
-    let mut c = std::process::Command::new("bash");
-    c.arg(workspace_root().join("tests/slurm/slurm-up.sh"))
-        .env("HPC_RANK_BIN", launcher);
-    let out = run_cmd(c, Duration::from_secs(60));
-    out.assert_success("PREREQUISITE MISSING: tests/slurm/slurm-up.sh could not start Slurm");
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("export SLURM_CONF="))
-        .unwrap_or_else(|| panic!("slurm-up.sh printed no SLURM_CONF:\n{out}"))
-        .trim()
-        .to_string()
-}
 
 /// The user's own podman settings (~/.config/containers/containers.conf): what the
 /// harness passes on podman's command line (runc, cgroupfs, a limit this kernel lets runc
