@@ -63,6 +63,23 @@ fn mount_depth_counts_slashes_of_the_cleaned_path() {
     assert_eq!(mount_depth("/dev/pts/"), 2);
     assert_eq!(mount_depth("//a//b//"), 2);
     assert_eq!(mount_depth("/a/b/../c/d"), 3);
+    // Counted without building the cleaned path: the same as counting its `/`s.
+    let parts = ["", ".", "..", "a", "bb", "/"];
+    let mut n = 0;
+    for a in parts {
+        for b in parts {
+            for c in parts {
+                for d in parts {
+                    for lead in ["", "/"] {
+                        let p = format!("{lead}{a}/{b}/{c}/{d}");
+                        assert_eq!(mount_depth(&p), clean_path(&p).matches('/').count(), "{p}");
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(n, 2592);
 }
 
 #[test]
