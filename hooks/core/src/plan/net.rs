@@ -179,21 +179,13 @@ pub fn plan_net_and_libs(
                 }
             }
         };
-        let mut program: Option<Vec<Found>> = None;
+        let mut program = ProgramLibs::default();
         let mut picks: Vec<Pick> = Vec::new();
         for p in &cfg.libs {
             let host = hostlib::inspect(p)?;
             let mut found = container_counterparts(rootfs, &cache, &host)?;
             if let (true, Some(proc_)) = (found.is_empty(), process) {
-                let libs = program.get_or_insert_with(|| {
-                    loader::program_libraries(rootfs, &cache, proc_).unwrap_or_else(|e| {
-                        tracing::info!(
-                            "not looking for network libraries outside the loader cache: {e}"
-                        );
-                        Vec::new()
-                    })
-                });
-                found = program_counterparts(rootfs, libs, &host);
+                found = program_counterparts(rootfs, program.get(rootfs, &cache, proc_), &host);
             }
             let mut same = Vec::new();
             let mut other = Vec::new();
@@ -251,7 +243,7 @@ pub fn plan_net_and_libs(
         if let Some(u) = picked.iter().find(|p| is_ucx(&p.host.linker_name)) {
             ucx_whole(rootfs, &cache, &u.host, &picks)?;
         }
-        check_versions(rootfs, &cache, process, &picked)?;
+        check_versions(rootfs, &cache, process, &mut program, &picked)?;
         for p in &picked {
             if p.image.is_empty() {
                 plan.libraries.push(add_lib(&p.host)?);
@@ -286,6 +278,23 @@ pub fn plan_net_and_libs(
         add_device(d, &mut plan)?;
     }
     Ok((plan, injected))
+}
+
+/// The libraries the container's program loads, followed once when first asked for.
+#[derive(Default)]
+struct ProgramLibs(Option<Vec<Found>>);
+
+impl ProgramLibs {
+    fn get(&mut self, rootfs: &Rootfs, cache: &LdCache, p: &Process<'_>) -> &[Found] {
+        self.0.get_or_insert_with(|| {
+            loader::program_libraries(rootfs, cache, p).unwrap_or_else(|e| {
+                tracing::info!(
+                    "not looking at the program's libraries outside the loader cache: {e}"
+                );
+                Vec::new()
+            })
+        })
+    }
 }
 
 /// Which picks are injected: those with a counterpart in the image, those the MPI needs
@@ -364,6 +373,7 @@ fn check_versions(
     rootfs: &Rootfs,
     cache: &LdCache,
     process: Option<&Process<'_>>,
+    program: &mut ProgramLibs,
     picked: &[&Pick],
 ) -> Result<(), NetError> {
     let Some(first) = picked.first() else {
@@ -438,11 +448,9 @@ fn check_versions(
                 check(&real, &facts)?;
             }
         }
-        if let Ok(found) = loader::program_libraries(rootfs, cache, p) {
-            for f in found {
-                if seen.insert(f.real.clone()) {
-                    check(&f.real, &f.facts)?;
-                }
+        for f in program.get(rootfs, cache, p) {
+            if seen.insert(f.real.clone()) {
+                check(&f.real, &f.facts)?;
             }
         }
     }
