@@ -6,9 +6,12 @@
 pub mod glibc;
 pub mod loader;
 pub mod mpi;
+pub mod net;
 pub mod openmpi;
 
 use std::path::Path;
+
+pub use cdi_specs::plan::{Library, Plan, Replace};
 
 use crate::ldcache::{self, LdCache};
 use crate::mountinfo::MountEntry;
