@@ -377,6 +377,31 @@ fn the_network_stack_file_holds_what_cdi_gen_detects() {
         "{mpi_env:?}"
     );
 
+    // Neither a library nor a device (mpi-hook --net-only would refuse such a container):
+    // no network file (an earlier one is removed), a notice.
+    node.configure(&conf, &["--cdi-gen", cdi, "--hooks-dir", hooks_dir])
+        .assert_success("NET_STACK=auto again");
+    assert!(d.join("hpc-hooks-net.json").is_file());
+    let out = node.configure(
+        &conf,
+        &[
+            "--cdi-gen",
+            cdi,
+            "--hooks-dir",
+            hooks_dir,
+            "--net-libs",
+            "",
+            "--net-devices",
+            "",
+        ],
+    );
+    out.assert_success("no library, no device");
+    assert!(!d.join("hpc-hooks-net.json").exists(), "{out}");
+    assert!(
+        out.stderr.contains("no network library (NET_LIBS) or fabric device (NET_DEVICES) found: the network hook file is not written"),
+        "{out}"
+    );
+
     // Without cdi-gen: a notice, no network file, not an error.
     let e = node.path().join("hooks-no-cdi-gen");
     let out = node.configure(
