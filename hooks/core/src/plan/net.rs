@@ -4,6 +4,7 @@
 //! directories (`NET_DIRS`) and fabric device nodes (`NET_DEVICES`), as mpi-hook plans them.
 
 use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cdi_specs::plan::{Plan, Replace};
@@ -28,6 +29,8 @@ pub const MAX_SCAN_OBJECTS: usize = 8192;
 /// Most bytes of image objects (file sizes, summed) whose symbol-version needs are read;
 /// each is read sparsely (headers, dynamic and version tables only).
 pub const MAX_SCAN_BYTES: u64 = 8 << 30;
+/// Largest `.dynstr` read to tell whether an image object names a network library.
+const MAX_DYNSTR_BYTES: u64 = 16 << 20;
 /// UCX's libraries: replaced all together or not at all.
 pub const UCX_LIBS: [&str; 4] = ["libucp.so", "libuct.so", "libucs.so", "libucm.so"];
 
@@ -139,6 +142,30 @@ pub fn needed_by(cfg: &NetConfig, mpi_needs: &BTreeSet<String>) -> Result<bool, 
         }
     }
     Ok(false)
+}
+
+/// The network plan owns the network libraries: drops the MPI plan's replacements and
+/// added libraries it covers (the same host file, the same image file replaced, or the
+/// same soname added), e.g. libfabric from MPI_DEPENDENCY_LIBS or Open MPI's run-time
+/// libraries.
+pub fn take_over(mpi: &mut Plan, net: &Plan) {
+    let hosts: BTreeSet<&str> = net
+        .replace
+        .iter()
+        .map(|r| r.host_path.as_str())
+        .chain(net.libraries.iter().map(|l| l.host_path.as_str()))
+        .collect();
+    let images: BTreeSet<&str> = net
+        .replace
+        .iter()
+        .map(|r| r.container_path.as_str())
+        .collect();
+    let sonames: BTreeSet<&str> = net.libraries.iter().map(|l| l.soname.as_str()).collect();
+    mpi.replace.retain(|r| {
+        !hosts.contains(r.host_path.as_str()) && !images.contains(r.container_path.as_str())
+    });
+    mpi.libraries
+        .retain(|l| !hosts.contains(l.host_path.as_str()) && !sonames.contains(l.soname.as_str()));
 }
 
 /// Plans the host's network stack for a container. `process`: the container's program, to
@@ -380,33 +407,27 @@ fn check_versions(
         return Ok(());
     };
     let (class, machine) = (first.host.facts.class, first.host.facts.machine);
-    let mut seen: HashSet<PathBuf> = picked
+    // Files are told apart by (device, inode): one in-root resolution each.
+    let id = |path: &Path| -> Option<(u64, u64)> {
+        let md = rootfs.open_read(path).ok()?.metadata().ok()?;
+        Some((md.dev(), md.ino()))
+    };
+    let mut seen: HashSet<(u64, u64)> = picked
         .iter()
-        .flat_map(|p| p.image.iter().map(|c| c.real.clone()))
+        .flat_map(|p| p.image.iter().filter_map(|c| id(&c.real)))
         .collect();
-    let check = |image: &Path, facts: &ElfFacts| -> Result<(), NetError> {
-        for p in picked {
-            let soname = p.host.soname();
+    // The first injected library with versions `facts` needs and it lacks, and those.
+    let sonames: Vec<String> = picked.iter().map(|p| p.host.soname()).collect();
+    let check = |facts: &ElfFacts| -> Result<(), (&Pick, String)> {
+        for (p, soname) in picked.iter().zip(&sonames) {
             let missing: Vec<&str> = facts
-                .versions_needed_from(&soname)
+                .versions_needed_from(soname)
                 .filter(|v| !v.weak && !p.host.facts.verdef.contains(&v.name))
                 .map(|v| v.name.as_str())
                 .collect();
-            if missing.is_empty() {
-                continue;
+            if !missing.is_empty() {
+                return Err((p, missing.join(", ")));
             }
-            return Err(NetError::Versions(Box::new(MissingVersions {
-                image: image.to_owned(),
-                missing: missing.join(", "),
-                soname,
-                host: p.host.real.clone(),
-                offered: if p.host.facts.verdef.is_empty() {
-                    "no symbol versions".into()
-                } else {
-                    p.host.facts.verdef.join(", ")
-                },
-                linker: p.host.linker_name.clone(),
-            })));
         }
         Ok(())
     };
@@ -415,16 +436,17 @@ fn check_versions(
         if !e.arch().matches_elf(class, machine) {
             continue;
         }
-        let Ok(real) = rootfs.real_path(Path::new(&e.path)) else {
+        let path = Path::new(&e.path);
+        let Ok(file) = rootfs.open_read(path) else {
             continue;
         };
-        if !seen.insert(real.clone()) {
+        let Ok(md) = file.metadata() else {
+            continue;
+        };
+        if !seen.insert((md.dev(), md.ino())) {
             continue;
         }
-        let Ok(file) = rootfs.open_read(&real) else {
-            continue;
-        };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = md.len();
         objects += 1;
         bytes = bytes.saturating_add(len);
         if objects > MAX_SCAN_OBJECTS || bytes > MAX_SCAN_BYTES {
@@ -435,26 +457,59 @@ fn check_versions(
             );
             break;
         }
+        // Cheap first: an object that needs versions of a library names it in .dynstr
+        // (a few small reads); only those, and objects without section headers, are parsed.
+        if elf::read_section(&file, ".dynstr", MAX_DYNSTR_BYTES)
+            .is_some_and(|strs| !names_any(&strs, &sonames))
+        {
+            continue;
+        }
         let Ok(facts) = elf::read_file(&file, MAX_ELF_BYTES) else {
             continue;
         };
         if facts.class == class && facts.machine == machine {
-            check(&real, &facts)?;
+            // The real file is named (resolved again only for a refusal).
+            check(&facts).map_err(|(p, m)| {
+                let real = rootfs.real_path(path).unwrap_or_else(|_| path.to_owned());
+                refusal(&real, &p.host, m)
+            })?;
         }
     }
     if let Some(p) = process {
         if let Some((real, facts)) = program_facts(rootfs, p) {
-            if seen.insert(real.clone()) {
-                check(&real, &facts)?;
+            if id(&real).is_none_or(|i| seen.insert(i)) {
+                check(&facts).map_err(|(p, m)| refusal(&real, &p.host, m))?;
             }
         }
         for f in program.get(rootfs, cache, p) {
-            if seen.insert(f.real.clone()) {
-                check(&f.real, &f.facts)?;
+            if id(&f.real).is_none_or(|i| seen.insert(i)) {
+                check(&f.facts).map_err(|(p, m)| refusal(&f.real, &p.host, m))?;
             }
         }
     }
     Ok(())
+}
+
+/// Whether the string table `strs` (NUL-separated) has one of `names` as a string.
+fn names_any(strs: &[u8], names: &[String]) -> bool {
+    strs.split(|b| *b == 0)
+        .any(|s| names.iter().any(|n| n.as_bytes() == s))
+}
+
+/// The refusal of an image file needing versions `missing` that `host` does not define.
+fn refusal(image: &Path, host: &HostLib, missing: String) -> NetError {
+    NetError::Versions(Box::new(MissingVersions {
+        image: image.to_owned(),
+        missing,
+        soname: host.soname(),
+        host: host.real.clone(),
+        offered: if host.facts.verdef.is_empty() {
+            "no symbol versions".into()
+        } else {
+            host.facts.verdef.join(", ")
+        },
+        linker: host.linker_name.clone(),
+    }))
 }
 
 /// The container's program: its real file and ELF facts (`None` when it is not found).
@@ -614,4 +669,69 @@ fn add_device(path: &Path, plan: &mut Plan) -> Result<(), NetError> {
     }
     b.add_to(plan);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdi_specs::plan::Library;
+
+    fn replace(host: &str, image: &str) -> Replace {
+        Replace {
+            host_path: host.into(),
+            container_path: image.into(),
+        }
+    }
+
+    fn library(host: &str, soname: &str) -> Library {
+        Library {
+            host_path: host.into(),
+            soname: soname.into(),
+            cache_flags: 0x303,
+        }
+    }
+
+    #[test]
+    fn the_network_plan_owns_the_libraries_it_covers() {
+        let mut mpi = Plan {
+            replace: vec![
+                replace(
+                    "/usr/lib/libmpich.so.12.2.2",
+                    "/usr/lib/libmpich.so.12.1.10",
+                ),
+                // MPI_DEPENDENCY_LIBS' libfabric: the same host file as NET_LIBS'.
+                replace(
+                    "/usr/lib/libfabric.so.1.20.0",
+                    "/usr/lib/libfabric.so.1.14.0",
+                ),
+                // Another host copy over the same image file.
+                replace("/opt/cray/libfabric.so.1.15.2", "/usr/lib/libucp.so.0.0.0"),
+            ],
+            libraries: vec![
+                library("/usr/lib/libhwloc.so.15.6.1", "libhwloc.so.15"),
+                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
+                library("/opt/other/libucm.so.0.0.0", "libucm.so.0"),
+            ],
+            ..Plan::default()
+        };
+        let net = Plan {
+            replace: vec![
+                replace(
+                    "/usr/lib/libfabric.so.1.20.0",
+                    "/usr/lib/libfabric.so.1.14.0",
+                ),
+                replace("/usr/lib/libucp.so.0.0.0", "/usr/lib/libucp.so.0.0.0"),
+            ],
+            libraries: vec![
+                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
+                library("/usr/lib/libucm.so.0.0.0", "libucm.so.0"),
+            ],
+            ..Plan::default()
+        };
+        take_over(&mut mpi, &net);
+        let hosts: Vec<&str> = mpi.replace.iter().map(|r| r.host_path.as_str()).collect();
+        assert_eq!(hosts, ["/usr/lib/libmpich.so.12.2.2"]);
+        let libs: Vec<&str> = mpi.libraries.iter().map(|l| l.soname.as_str()).collect();
+        assert_eq!(libs, ["libhwloc.so.15"]);
+    }
 }
