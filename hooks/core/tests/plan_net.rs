@@ -221,6 +221,7 @@ impl Fixture {
             ],
             dirs: vec![self.host.join("ucx"), self.host.join("libfabric")],
             devices: vec![],
+            nccl: None,
         }
     }
 

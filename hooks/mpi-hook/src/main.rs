@@ -16,11 +16,12 @@ use hooks_core::plan::loader::Process;
 use hooks_core::plan::mpi::{
     mode_from_annotation, plan_mpi_for, MpiConfig, MPI_ANNOTATION, MPI_MODE_ANNOTATION,
 };
+use hooks_core::plan::nccl::{Mismatch, NcclConfig};
 use hooks_core::plan::net::{
     needed_by, needs_of, plan_net_and_libs, take_over, NetConfig, NET_ANNOTATION,
 };
 use hooks_core::plan::{Plan, View};
-use mpi_hook::cli::Cli;
+use mpi_hook::cli::{Cli, NcclMismatch};
 
 /// The network stack's configuration from the command line / hooks.d env.
 fn net_config(args: &Cli) -> NetConfig {
@@ -29,6 +30,13 @@ fn net_config(args: &Cli) -> NetConfig {
         dependency_libs: split_paths(&args.net_dependency_libs),
         dirs: split_paths(&args.net_dirs),
         devices: split_paths(&args.net_devices),
+        nccl: (!args.nccl_plugin_dir.trim().is_empty()).then(|| NcclConfig {
+            plugin_dir: PathBuf::from(args.nccl_plugin_dir.trim()),
+            on_mismatch: match args.nccl_plugin_mismatch {
+                NcclMismatch::Warn => Mismatch::Warn,
+                NcclMismatch::Refuse => Mismatch::Refuse,
+            },
+        }),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::plan::mpi::{
     add_lib, container_counterparts, host_bind_for, program_counterparts, ro_mount, BindKind,
     ContainerLib, MpiError,
 };
+use crate::plan::nccl;
 use crate::rootfs::Rootfs;
 
 /// The annotation that asks for the host's network stack.
@@ -46,12 +47,17 @@ pub struct NetConfig {
     pub dirs: Vec<PathBuf>,
     /// `NET_DEVICES`: fabric device nodes or directories of them.
     pub devices: Vec<PathBuf>,
+    /// The NCCL/RCCL network plugin choice (`NCCL_PLUGIN_DIR`), when configured.
+    pub nccl: Option<nccl::NcclConfig>,
 }
 
 impl NetConfig {
     /// Nothing to inject: no library, directory or device configured (`NET_STACK=none`).
     pub fn is_empty(&self) -> bool {
-        self.libs.is_empty() && self.devices.is_empty() && self.dirs.is_empty()
+        self.libs.is_empty()
+            && self.devices.is_empty()
+            && self.dirs.is_empty()
+            && self.nccl.is_none()
     }
 }
 
@@ -79,6 +85,8 @@ pub enum NetError {
         path: PathBuf,
         message: String,
     },
+    #[error(transparent)]
+    Nccl(#[from] nccl::NcclError),
     #[error(transparent)]
     Mpi(Box<MpiError>),
     #[error(transparent)]
@@ -191,7 +199,8 @@ pub fn plan_net_and_libs(
     let mut plan = Plan::default();
     let mut injected: Vec<HostLib> = Vec::new();
     let mut replaced: Vec<(HostLib, Vec<ContainerLib>)> = Vec::new();
-    if !cfg.libs.is_empty() {
+    let mut nccl_plan = Plan::default();
+    if !cfg.libs.is_empty() || cfg.nccl.is_some() {
         let cache = match crate::plan::container_cache(rootfs) {
             Ok(c) => c,
             Err(why) => {
@@ -206,6 +215,14 @@ pub fn plan_net_and_libs(
                 }
             }
         };
+        // The NCCL plugin first: the network libraries it needs (libfabric...) are
+        // injected as those an MPI needs.
+        let mut needs = mpi_needs.clone();
+        if let Some(n) = &cfg.nccl {
+            nccl_plan = nccl::plan_nccl(rootfs, &cache, process, n)?;
+            needs.extend(nccl::plugin_needs(&nccl_plan));
+        }
+        let mpi_needs = &needs;
         let mut program = ProgramLibs::default();
         let mut picks: Vec<Pick> = Vec::new();
         for p in &cfg.libs {
@@ -304,6 +321,7 @@ pub fn plan_net_and_libs(
     for d in &cfg.devices {
         add_device(d, &mut plan)?;
     }
+    plan.append(&nccl_plan);
     Ok((plan, injected))
 }
 
