@@ -668,3 +668,54 @@ fn with_the_mpi_the_net_plan_owns_libfabric() {
         ]
     );
 }
+
+#[test]
+fn the_nccl_plugin_brings_the_network_libraries_it_needs() {
+    // A CUDA 12 image without libfabric; the admin's plugin directory has an aws-ofi-nccl
+    // style variant for CUDA 12 that needs libfabric: the plugin is added as libnccl-net.so
+    // (and under its own name) and the host's libfabric comes with it, although no MPI
+    // asks for it.
+    let mut f = Fixture::new();
+    gcc(
+        "int cudaGetDeviceCount(int *n) { *n = 0; return 0; }\n",
+        &f.lib().join("libcudart.so.12.2.140"),
+        "libcudart.so.12",
+        &[],
+        None,
+    );
+    link("libcudart.so.12.2.140", &f.lib().join("libcudart.so.12"));
+    f.cached("libcudart.so.12", None);
+    let plugins = f.host.join("nccl-plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    gcc(
+        "int ncclNetPlugin_v6(void) { return 12; }\n",
+        &plugins.join("libnccl-net-cuda12.so"),
+        "libnccl-net-cuda12.so",
+        &[
+            &f.lib().join("libcudart.so.12"),
+            &f.host.join("libfabric.so.1"),
+        ],
+        None,
+    );
+    let cfg = NetConfig {
+        libs: vec![f.host.join("libfabric.so.1")],
+        nccl: Some(hooks_core::plan::nccl::NcclConfig {
+            plugin_dir: plugins.clone(),
+            on_mismatch: hooks_core::plan::nccl::Mismatch::Refuse,
+        }),
+        ..NetConfig::default()
+    };
+    let plan = f.plan(&cfg, &[]).unwrap();
+    assert!(plan.replace.is_empty(), "{plan:?}");
+    assert_eq!(
+        f.added(&plan),
+        [
+            "$HOST/libfabric.so.1.18.0 as libfabric.so.1",
+            "$HOST/nccl-plugins/libnccl-net-cuda12.so as libnccl-net.so",
+            "$HOST/nccl-plugins/libnccl-net-cuda12.so as libnccl-net-cuda12.so",
+        ]
+    );
+    // Without the plugin configuration nothing needs libfabric: nothing is added.
+    let plan = f.plan(&NetConfig { nccl: None, ..cfg }, &[]).unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+}
