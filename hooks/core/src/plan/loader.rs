@@ -44,7 +44,7 @@ pub struct Process<'a> {
 }
 
 impl Process<'_> {
-    fn var(&self, key: &str) -> Option<&str> {
+    pub(crate) fn var(&self, key: &str) -> Option<&str> {
         self.env
             .iter()
             .rev()

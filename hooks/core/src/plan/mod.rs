@@ -6,6 +6,7 @@
 pub mod glibc;
 pub mod loader;
 pub mod mpi;
+pub mod nccl;
 pub mod openmpi;
 
 use std::path::Path;
