@@ -7,6 +7,39 @@ use clap::Parser;
 use hooks_core::abi::CompatType;
 use hooks_core::plan::mpi::MpiMode;
 
+/// What `--nccl-plugin-mismatch` asks for when no NCCL/RCCL net plugin variant matches the
+/// image's runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NcclMismatch {
+    /// Start the container without a plugin, with a warning.
+    #[default]
+    Warn,
+    /// Refuse the container.
+    Refuse,
+}
+
+impl std::str::FromStr for NcclMismatch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "warn" => Ok(NcclMismatch::Warn),
+            "refuse" => Ok(NcclMismatch::Refuse),
+            other => Err(format!(
+                "unknown NCCL_PLUGIN_MISMATCH '{other}'; use warn (start without a plugin, the default) or refuse"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for NcclMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NcclMismatch::Warn => "warn",
+            NcclMismatch::Refuse => "refuse",
+        })
+    }
+}
+
 fn parse_mode(s: &str) -> Result<MpiMode, String> {
     s.parse()
         .map_err(|e: hooks_core::plan::mpi::MpiError| e.to_string())
@@ -100,7 +133,128 @@ pub struct Cli {
     /// image glibc is refused naming that device. Never from the environment.
     #[arg(long)]
     pub cdi: bool,
+    /// Host network libraries (libfabric, UCX's libucp/libuct/libucs/libucm), `:`-separated:
+    /// they replace the image's of the same SONAME major (symbol versions checked), for
+    /// containers annotated com.hooks.net.enabled=true and whenever the injected MPI needs
+    /// one (default: none; hpc-hooks-configure detects them with NET_STACK=auto).
+    #[arg(long, env = "NET_LIBS", default_value = "", hide_default_value = true)]
+    pub net_libs: String,
+    /// Host libraries the network libraries need (libibverbs, librdmacm, libefa, libnl...),
+    /// `:`-separated, injected with them (default: none).
+    #[arg(
+        long,
+        env = "NET_DEPENDENCY_LIBS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub net_dependency_libs: String,
+    /// Host provider and module directories (libfabric's, UCX's, libibverbs'), `:`-separated,
+    /// bound read-only at their host path and beside a relocated image library (default: none).
+    #[arg(long, env = "NET_DIRS", default_value = "", hide_default_value = true)]
+    pub net_dirs: String,
+    /// Fabric device nodes or directories of them (/dev/infiniband, /dev/cxi0),
+    /// `:`-separated, injected with the network stack (default: none).
+    #[arg(
+        long,
+        env = "NET_DEVICES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub net_devices: String,
+    /// Directory of NCCL/RCCL network plugin variants (libnccl-net*.so); the one matching the
+    /// image's CUDA/HIP runtime is made visible (default: none).
+    #[arg(
+        long,
+        env = "NCCL_PLUGIN_DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub nccl_plugin_dir: String,
+    /// When no NCCL plugin variant matches the image's runtime: warn (start without a
+    /// plugin) or refuse.
+    #[arg(long, env = "NCCL_PLUGIN_MISMATCH", default_value = "warn")]
+    pub nccl_plugin_mismatch: NcclMismatch,
+    /// Run as the network hook (hooks.d file hpc-hooks-net.json, CDI device
+    /// hpc-hooks.io/net=host): inject only the host's network stack, for containers
+    /// annotated com.hooks.net.enabled=true (with --cdi: every container); a container also
+    /// annotated com.hooks.mpi.enabled=true gets it from the MPI hook instead. Never from
+    /// the environment.
+    #[arg(long)]
+    pub net_only: bool,
     /// Accepted for Sarus compatibility; the cache is written natively, no ldconfig runs.
     #[arg(long, env = "LDCONFIG_PATH")]
     pub ldconfig_path: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn network_options_parse_and_name_their_variables() {
+        let c = Cli::try_parse_from([
+            "mpi-hook",
+            "--net-libs",
+            "/usr/lib/libfabric.so.1:/usr/lib/libucp.so.0",
+            "--net-dependency-libs",
+            "/usr/lib/libibverbs.so.1",
+            "--net-dirs",
+            "/usr/lib/ucx",
+            "--net-devices",
+            "/dev/infiniband:/dev/cxi0",
+            "--nccl-plugin-dir",
+            "/opt/nccl-plugins",
+            "--nccl-plugin-mismatch",
+            "Refuse",
+            "--net-only",
+        ])
+        .unwrap();
+        assert_eq!(c.net_libs, "/usr/lib/libfabric.so.1:/usr/lib/libucp.so.0");
+        assert_eq!(c.net_dependency_libs, "/usr/lib/libibverbs.so.1");
+        assert_eq!(c.net_dirs, "/usr/lib/ucx");
+        assert_eq!(c.net_devices, "/dev/infiniband:/dev/cxi0");
+        assert_eq!(c.nccl_plugin_dir, "/opt/nccl-plugins");
+        assert_eq!(c.nccl_plugin_mismatch, NcclMismatch::Refuse);
+        assert!(c.net_only);
+        let cmd = Cli::command();
+        let env = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no option {id}"))
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        for (id, var) in [
+            ("net_libs", "NET_LIBS"),
+            ("net_dependency_libs", "NET_DEPENDENCY_LIBS"),
+            ("net_dirs", "NET_DIRS"),
+            ("net_devices", "NET_DEVICES"),
+            ("nccl_plugin_dir", "NCCL_PLUGIN_DIR"),
+            ("nccl_plugin_mismatch", "NCCL_PLUGIN_MISMATCH"),
+        ] {
+            assert_eq!(env(id).as_deref(), Some(var), "{id}");
+        }
+        assert_eq!(
+            env("net_only"),
+            None,
+            "--net-only is never taken from the environment"
+        );
+    }
+
+    #[test]
+    fn nccl_plugin_mismatch_defaults_to_warn_and_rejects_other_words() {
+        let c = Cli::try_parse_from(["mpi-hook", "--nccl-plugin-mismatch", "warn"]).unwrap();
+        assert_eq!(c.nccl_plugin_mismatch, NcclMismatch::Warn);
+        assert!(!c.net_only);
+        let e = Cli::try_parse_from(["mpi-hook", "--nccl-plugin-mismatch", "ignore"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown NCCL_PLUGIN_MISMATCH 'ignore'; use warn (start without a plugin, the default) or refuse"),
+            "{e}"
+        );
+        assert_eq!("warn".parse::<NcclMismatch>().unwrap().to_string(), "warn");
+        assert_eq!(NcclMismatch::default(), NcclMismatch::Warn);
+    }
 }

@@ -384,3 +384,46 @@ fn cdi_mode_needs_no_annotation_and_the_mode_annotation_is_checked() {
         o.stderr
     );
 }
+
+/// `--net-only` (hooks.d file hpc-hooks-net.json): activated by com.hooks.net.enabled=true,
+/// leaves containers that also have the MPI annotation to the MPI hook, and refuses a
+/// network stack that is not configured, saying what to change.
+#[test]
+fn net_only_mode_activation_and_an_unconfigured_stack() {
+    let (_t, b) = bundle(r#""com.hooks.mpi.enabled":"true""#);
+    let o = run(
+        &["mpi-hook", "--net-only"],
+        &[],
+        Some(&state("c-net-off", &b)),
+    );
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""));
+    let (_t, b) = bundle(r#""com.hooks.net.enabled":"true","com.hooks.mpi.enabled":"true""#);
+    let o = run(
+        &["mpi-hook", "--net-only", "--log-level", "info"],
+        &[],
+        Some(&state("c-net-mpi", &b)),
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(
+        o.stderr,
+        format!(" INFO mpi-hook{{pid={} container=c-net-mpi}}: com.hooks.mpi.enabled=true is also set: the MPI hook applies the network stack with the MPI; nothing to do here\n", o.pid)
+    );
+    let (_t, b) = bundle(r#""com.hooks.net.enabled":"true""#);
+    let o = run(
+        &["mpi-hook", "--net-only"],
+        &[("NET_LIBS", ""), ("NET_DIRS", "/usr/lib")],
+        Some(&state("c-net-none", &b)),
+    );
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert_eq!(
+        o.stderr,
+        format!("ERROR mpi-hook{{pid={} container=c-net-none}}: the container asks for the host's network stack, but none is configured: NET_LIBS and NET_DEVICES are empty (hpc-hooks.conf has NET_STACK=none, or nothing was detected on this node). Have the admin set NET_STACK=auto in /etc/hpc-hooks/hpc-hooks.conf and run hpc-hooks-configure, or start the container without the annotation com.hooks.net.enabled=true\n", o.pid)
+    );
+    // --net-only is never taken from the environment: the MPI hook runs as before.
+    let o = run(
+        &["mpi-hook"],
+        &[("NET_ONLY", "true"), ("MPI_HOOK_NET_ONLY", "1")],
+        Some(&state("c-net-env", &b)),
+    );
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""));
+}

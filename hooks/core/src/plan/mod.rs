@@ -7,9 +7,12 @@ pub mod glibc;
 pub mod loader;
 pub mod mpi;
 pub mod nccl;
+pub mod net;
 pub mod openmpi;
 
 use std::path::Path;
+
+pub use cdi_specs::plan::{Library, Plan, Replace};
 
 use crate::ldcache::{self, LdCache};
 use crate::mountinfo::MountEntry;

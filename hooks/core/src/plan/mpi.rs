@@ -97,8 +97,13 @@ pub enum MpiError {
     Musl { musl: PathBuf, host: PathBuf },
     #[error("{MPI_MODE_ANNOTATION}={0:?} is not an MPI model: use hybrid (the image's MPI is replaced, the default) or bind (an image without MPI gets the host MPI)")]
     Mode(String),
-    #[error("BIND_MOUNTS entry {path}: {message}")]
-    BindMount { path: PathBuf, message: String },
+    #[error("{var} entry {path}: {message}")]
+    BindMount {
+        /// The setting that names it (`BIND_MOUNTS`, `NET_DEVICES`).
+        var: &'static str,
+        path: PathBuf,
+        message: String,
+    },
     #[error("host library {path} has no loader-cache architecture (ELF class {class:?}, machine {machine}); it cannot be injected")]
     UnknownArch {
         path: PathBuf,
@@ -335,6 +340,42 @@ pub fn program_mpis(rootfs: &Rootfs, cache: &LdCache, process: &Process<'_>) -> 
     out
 }
 
+/// The libraries the container's program loads (see [`loader::program_libraries`]) with
+/// the host library's linker name, class and machine: its counterparts outside the loader
+/// cache, each file once.
+pub(crate) fn program_counterparts(
+    rootfs: &Rootfs,
+    found: &[loader::Found],
+    host: &HostLib,
+) -> Vec<ContainerLib> {
+    let mut out: Vec<ContainerLib> = Vec::new();
+    for f in found {
+        if f.facts.class != host.facts.class
+            || f.facts.machine != host.facts.machine
+            || out.iter().any(|c| c.real == f.real)
+        {
+            continue;
+        }
+        let mut names = vec![f.needed.clone()];
+        if let Ok(chain) = rootfs.link_chain(&f.path) {
+            names.extend(
+                chain
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+            );
+        }
+        if !linker_names(&names).contains(&host.linker_name) {
+            continue;
+        }
+        out.push(ContainerLib {
+            path: f.path.clone(),
+            real: f.real.clone(),
+            version: abi::version_from_chain(names.iter().map(String::as_str)),
+        });
+    }
+    out
+}
+
 /// The family of a host library (`None`: not an MPI by name, e.g. a vendor add-on).
 pub fn host_family(host: &HostLib) -> Option<MpiFamily> {
     abi::mpi_family(&host.linker_name, &host.version, &host.facts.needed)
@@ -367,7 +408,9 @@ fn reachable(roots: &[&HostLib], deps: &[HostLib]) -> HashSet<String> {
     seen
 }
 
-fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
+/// A host library added to the hooks' private library directory (and the regenerated
+/// loader cache) under its SONAME.
+pub(crate) fn add_lib(host: &HostLib) -> Result<Library, MpiError> {
     let flags = cache_flags_for(host.facts.class, host.facts.machine).ok_or_else(|| {
         MpiError::UnknownArch {
             path: host.path.clone(),
@@ -670,12 +713,7 @@ pub fn plan_mpi_for(
     }
     for p in &runtime_mounts {
         let path = host_str(p);
-        plan.edits.mounts.push(Mount {
-            host_path: path.clone(),
-            container_path: path,
-            options: RO_OPTIONS.iter().map(|o| o.to_string()).collect(),
-            typ: String::new(),
-        });
+        plan.edits.mounts.push(ro_mount(&path, &path));
     }
     Ok((plan, injected))
 }
@@ -703,6 +741,16 @@ const RO_OPTIONS: [&str; 4] = ["ro", "nosuid", "nodev", "bind"];
 /// Mount options of a directory holding device nodes: usable (`dev`), writable,
 /// `nosuid,noexec`; its nodes are granted through [`DeviceRule`]s.
 const DEVICE_DIR_OPTIONS: [&str; 4] = ["rw", "nosuid", "noexec", "bind"];
+
+/// A read-only (`ro,nosuid,nodev`) bind of a host file or directory.
+pub(crate) fn ro_mount(host_path: &str, container_path: &str) -> Mount {
+    Mount {
+        host_path: host_path.to_string(),
+        container_path: container_path.to_string(),
+        options: RO_OPTIONS.iter().map(|o| o.to_string()).collect(),
+        typ: String::new(),
+    }
+}
 
 fn dev_type_letter(t: devices::DevType) -> &'static str {
     match t {
@@ -754,7 +802,13 @@ impl HostBind {
 
 /// Classifies a `BIND_MOUNTS` entry.
 pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
+    host_bind_for(path, "BIND_MOUNTS")
+}
+
+/// [`host_bind`] for an entry of the setting `var` (named in the error texts).
+pub(crate) fn host_bind_for(path: &Path, var: &'static str) -> Result<HostBind, MpiError> {
     let err = |m: String| MpiError::BindMount {
+        var,
         path: path.to_owned(),
         message: m,
     };
@@ -762,7 +816,7 @@ pub fn host_bind(path: &Path) -> Result<HostBind, MpiError> {
         return Err(err("must be an absolute host path".into()));
     }
     let md = std::fs::metadata(path)
-        .map_err(|e| err(format!("{e}; fix BIND_MOUNTS in the hook's hooks.d env")))?;
+        .map_err(|e| err(format!("{e}; fix {var} in the hook's hooks.d env")))?;
     let kind = if let Some(d) = devices::host_device(path)? {
         BindKind::Device(d)
     } else if md.is_dir() {

@@ -1,0 +1,609 @@
+//! The host's network stack (`NET_LIBS`: libfabric, UCX as one unit) over the image's
+//! libraries of the same linker name and SONAME major, refused when an image library needs a
+//! symbol version the host's does not define; with their dependencies, provider and module
+//! directories (`NET_DIRS`) and fabric device nodes (`NET_DEVICES`), as mpi-hook plans them.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use cdi_specs::plan::{Plan, Replace};
+
+use crate::abi::{self, CompatType, Verdict};
+use crate::elf::{self, ElfFacts};
+use crate::hostlib::{self, HostLib, MAX_ELF_BYTES};
+use crate::ldcache::LdCache;
+use crate::plan::host_str;
+use crate::plan::loader::{self, Found, Process};
+use crate::plan::mpi::{
+    add_lib, container_counterparts, host_bind_for, program_counterparts, ro_mount, BindKind,
+    ContainerLib, MpiError,
+};
+use crate::rootfs::Rootfs;
+
+/// The annotation that asks for the host's network stack.
+pub const NET_ANNOTATION: &str = "com.hooks.net.enabled";
+/// Most image objects whose symbol-version needs are read (a large image has a few
+/// thousand libraries in its loader cache).
+pub const MAX_SCAN_OBJECTS: usize = 8192;
+/// Most bytes of image objects (file sizes, summed) whose symbol-version needs are read;
+/// each is read sparsely (headers, dynamic and version tables only).
+pub const MAX_SCAN_BYTES: u64 = 8 << 30;
+/// UCX's libraries: replaced all together or not at all.
+pub const UCX_LIBS: [&str; 4] = ["libucp.so", "libuct.so", "libucs.so", "libucm.so"];
+
+/// The network stack as the admin configured it (hpc-hooks.conf `NET_STACK`, detected by
+/// hpc-hooks-configure).
+#[derive(Debug, Clone, Default)]
+pub struct NetConfig {
+    /// `NET_LIBS`: host libfabric / UCX libraries.
+    pub libs: Vec<PathBuf>,
+    /// `NET_DEPENDENCY_LIBS`: their non-glibc dependencies.
+    pub dependency_libs: Vec<PathBuf>,
+    /// `NET_DIRS`: provider and module directories, bound read-only.
+    pub dirs: Vec<PathBuf>,
+    /// `NET_DEVICES`: fabric device nodes or directories of them.
+    pub devices: Vec<PathBuf>,
+}
+
+impl NetConfig {
+    /// Nothing to inject: no library, directory or device configured (`NET_STACK=none`).
+    pub fn is_empty(&self) -> bool {
+        self.libs.is_empty() && self.devices.is_empty() && self.dirs.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("the image's {image} (version {cv}) has another SONAME major than the host's network library {host} (version {hv}): a library of another major version cannot replace it{ucx}. Run an image whose {linker} has the host's major version, have the admin set NET_LIBS to a host {linker} of the image's major version, or start the container without the annotation com.hooks.net.enabled=true (the image keeps its own {linker}; not possible when the host MPI needs the host's)", image = .image.display(), host = .host.display(), ucx = ucx_note(.linker))]
+    Major {
+        image: PathBuf,
+        cv: String,
+        host: PathBuf,
+        hv: String,
+        linker: String,
+    },
+    #[error("the image's {image} needs symbol version {missing} of {soname}, but the host's {host} defines only {offered}: the image was built against a newer {linker} than the host's{ucx}. Run an image built against {linker} of the host's version or older, have the admin install a newer {linker} on the host (NET_LIBS), or start the container without the annotation com.hooks.net.enabled=true (the image keeps its own {linker}; not possible when the host MPI needs the host's)", image = .0.image.display(), missing = .0.missing, soname = .0.soname, host = .0.host.display(), offered = .0.offered, linker = .0.linker, ucx = ucx_note(&.0.linker))]
+    Versions(Box<MissingVersions>),
+    #[error("UCX is replaced as a unit, but the image's {image} ({linker}) has no host counterpart in NET_LIBS (it has {hosts}): the host's UCX cannot run beside a part of the image's. Have the admin add the host's {linker} to NET_LIBS (hpc-hooks-configure detects it), or start the container without the annotation com.hooks.net.enabled=true")]
+    UcxPartial {
+        image: PathBuf,
+        linker: String,
+        hosts: String,
+    },
+    #[error("{var} entry {path}: {message}")]
+    Entry {
+        var: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Mpi(Box<MpiError>),
+    #[error(transparent)]
+    HostLib(#[from] hostlib::HostLibError),
+}
+
+impl From<MpiError> for NetError {
+    fn from(e: MpiError) -> Self {
+        NetError::Mpi(Box::new(e))
+    }
+}
+
+/// An image library needing symbol versions the host's network library does not define.
+#[derive(Debug)]
+pub struct MissingVersions {
+    pub image: PathBuf,
+    /// Comma-separated version names.
+    pub missing: String,
+    pub soname: String,
+    pub host: PathBuf,
+    /// The host library's version definitions, comma-separated.
+    pub offered: String,
+    pub linker: String,
+}
+
+/// A configured host network library and the image files it replaces.
+struct Pick {
+    host: HostLib,
+    image: Vec<ContainerLib>,
+}
+
+fn is_ucx(linker_name: &str) -> bool {
+    UCX_LIBS.contains(&linker_name)
+}
+
+fn ucx_note(linker_name: &str) -> String {
+    if is_ucx(linker_name) {
+        " (UCX is replaced as a unit: none of libucp, libuct, libucs, libucm is replaced)".into()
+    } else {
+        String::new()
+    }
+}
+
+/// The sonames the host libraries `injected` (an MPI plan's) are known by and need: what
+/// [`plan_net`] takes as `mpi_needs`.
+pub fn needs_of(injected: &[HostLib]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for h in injected {
+        out.insert(h.soname());
+        out.extend(h.facts.needed.iter().cloned());
+    }
+    out
+}
+
+/// Whether the needs of an injected MPI (see [`needs_of`]) include a `NET_LIBS` library:
+/// then mpi-hook applies the network stack with the MPI.
+pub fn needed_by(cfg: &NetConfig, mpi_needs: &BTreeSet<String>) -> Result<bool, NetError> {
+    for p in &cfg.libs {
+        if mpi_needs.contains(&hostlib::inspect(p)?.soname()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Plans the host's network stack for a container. `process`: the container's program, to
+/// find libraries the image keeps outside its loader cache; `mpi_needs`: the sonames the
+/// injected host MPI needs (empty without an MPI), the only reason to add a host network
+/// library the image does not have.
+pub fn plan_net(
+    rootfs: &Rootfs,
+    cfg: &NetConfig,
+    process: Option<&Process<'_>>,
+    mpi_needs: &BTreeSet<String>,
+) -> Result<Plan, NetError> {
+    Ok(plan_net_and_libs(rootfs, cfg, process, mpi_needs)?.0)
+}
+
+/// [`plan_net`], also returning every host library it injects (for the glibc decision).
+pub fn plan_net_and_libs(
+    rootfs: &Rootfs,
+    cfg: &NetConfig,
+    process: Option<&Process<'_>>,
+    mpi_needs: &BTreeSet<String>,
+) -> Result<(Plan, Vec<HostLib>), NetError> {
+    let mut plan = Plan::default();
+    let mut injected: Vec<HostLib> = Vec::new();
+    let mut replaced: Vec<(HostLib, Vec<ContainerLib>)> = Vec::new();
+    if !cfg.libs.is_empty() {
+        let cache = match crate::plan::container_cache(rootfs) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::info!(
+                    "the image has no usable /etc/ld.so.cache ({why}): its network libraries are looked for among its program's libraries only"
+                );
+                LdCache {
+                    entries: Vec::new(),
+                    generator: None,
+                    hwcap_subdirs: Vec::new(),
+                    format: crate::ldcache::CacheFormat::New,
+                }
+            }
+        };
+        let mut program: Option<Vec<Found>> = None;
+        let mut picks: Vec<Pick> = Vec::new();
+        for p in &cfg.libs {
+            let host = hostlib::inspect(p)?;
+            let mut found = container_counterparts(rootfs, &cache, &host)?;
+            if let (true, Some(proc_)) = (found.is_empty(), process) {
+                let libs = program.get_or_insert_with(|| {
+                    loader::program_libraries(rootfs, &cache, proc_).unwrap_or_else(|e| {
+                        tracing::info!(
+                            "not looking for network libraries outside the loader cache: {e}"
+                        );
+                        Vec::new()
+                    })
+                });
+                found = program_counterparts(rootfs, libs, &host);
+            }
+            let mut same = Vec::new();
+            let mut other = Vec::new();
+            for c in found {
+                match abi::check(&host.version, &c.version, CompatType::Major) {
+                    Verdict::Incompatible(_) => other.push(c),
+                    Verdict::CompatibleWithWarning(w) | Verdict::Beside(w) => {
+                        tracing::warn!(
+                            "{} over the image's {}: {w}",
+                            host.path.display(),
+                            c.real.display()
+                        );
+                        same.push(c);
+                    }
+                    Verdict::Compatible => same.push(c),
+                }
+            }
+            if same.is_empty() {
+                if let Some(c) = other.first() {
+                    return Err(NetError::Major {
+                        image: c.real.clone(),
+                        cv: abi::version_string(&c.version),
+                        host: host.real.clone(),
+                        hv: abi::version_string(&host.version),
+                        linker: host.linker_name.clone(),
+                    });
+                }
+            }
+            for c in &other {
+                tracing::info!(
+                    "the image's {} (version {}) stays beside {}: another SONAME major",
+                    c.real.display(),
+                    abi::version_string(&c.version),
+                    host.real.display()
+                );
+            }
+            picks.push(Pick { host, image: same });
+        }
+        let chosen = choose(&picks, mpi_needs);
+        for (p, take) in picks.iter().zip(&chosen) {
+            if !take {
+                tracing::info!(
+                    "host {} not injected: the image has no {} and the injected MPI does not need {}",
+                    p.host.path.display(),
+                    p.host.linker_name,
+                    p.host.soname()
+                );
+            }
+        }
+        let picked: Vec<&Pick> = picks
+            .iter()
+            .zip(&chosen)
+            .filter_map(|(p, t)| t.then_some(p))
+            .collect();
+        if let Some(u) = picked.iter().find(|p| is_ucx(&p.host.linker_name)) {
+            ucx_whole(rootfs, &cache, &u.host, &picks)?;
+        }
+        check_versions(rootfs, &cache, process, &picked)?;
+        for p in &picked {
+            if p.image.is_empty() {
+                plan.libraries.push(add_lib(&p.host)?);
+            }
+            for c in &p.image {
+                plan.replace.push(Replace {
+                    host_path: host_str(&p.host.real),
+                    container_path: host_str(&c.real),
+                });
+            }
+            injected.push(p.host.clone());
+            if !p.image.is_empty() {
+                replaced.push((p.host.clone(), p.image.clone()));
+            }
+        }
+        if !injected.is_empty() {
+            let net_sonames: HashSet<String> = picks.iter().map(|p| p.host.soname()).collect();
+            for d in &cfg.dependency_libs {
+                let host = hostlib::inspect(d)?;
+                if net_sonames.contains(&host.soname()) {
+                    continue;
+                }
+                dependency(rootfs, &cache, &host, &mut plan)?;
+                injected.push(host);
+            }
+        }
+    }
+    for d in &cfg.dirs {
+        add_dir(rootfs, d, &replaced, &mut plan)?;
+    }
+    for d in &cfg.devices {
+        add_device(d, &mut plan)?;
+    }
+    Ok((plan, injected))
+}
+
+/// Which picks are injected: those with a counterpart in the image, those the MPI needs
+/// and, transitively, the configured ones they need; UCX all together.
+fn choose(picks: &[Pick], mpi_needs: &BTreeSet<String>) -> Vec<bool> {
+    let mut wanted: BTreeSet<String> = mpi_needs.clone();
+    let mut take = vec![false; picks.len()];
+    loop {
+        let mut changed = false;
+        let any_ucx = picks
+            .iter()
+            .zip(&take)
+            .any(|(p, t)| *t && is_ucx(&p.host.linker_name));
+        for (i, p) in picks.iter().enumerate() {
+            if take[i] {
+                continue;
+            }
+            if !p.image.is_empty()
+                || wanted.contains(&p.host.soname())
+                || (any_ucx && is_ucx(&p.host.linker_name))
+            {
+                take[i] = true;
+                wanted.extend(p.host.facts.needed.iter().cloned());
+                changed = true;
+            }
+        }
+        if !changed {
+            return take;
+        }
+    }
+}
+
+/// Refuses when the image has a UCX library of the host's architecture that `NET_LIBS`
+/// has no host counterpart for (the host's UCX would run beside a part of the image's).
+fn ucx_whole(
+    rootfs: &Rootfs,
+    cache: &LdCache,
+    like: &HostLib,
+    picks: &[Pick],
+) -> Result<(), NetError> {
+    let hosts: Vec<&str> = picks
+        .iter()
+        .map(|p| p.host.linker_name.as_str())
+        .filter(|l| is_ucx(l))
+        .collect();
+    for e in &cache.entries {
+        if e.hwcap != 0 || !e.arch().matches_elf(like.facts.class, like.facts.machine) {
+            continue;
+        }
+        let Some(n) = abi::parse_lib_name(&e.soname) else {
+            continue;
+        };
+        if !is_ucx(&n.linker_name) || hosts.contains(&n.linker_name.as_str()) {
+            continue;
+        }
+        let Ok(real) = rootfs.real_path(Path::new(&e.path)) else {
+            continue;
+        };
+        if rootfs.open_read(&real).is_err() {
+            continue;
+        }
+        return Err(NetError::UcxPartial {
+            image: real,
+            linker: n.linker_name,
+            hosts: hosts.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// The image's objects (loader cache entries of the host libraries' architecture, the
+/// container's program and the libraries it loads), each read once, bounded; for each that
+/// needs symbol versions of an injected library, those versions must be in the host
+/// library's definitions. Files the plan replaces are not looked at.
+fn check_versions(
+    rootfs: &Rootfs,
+    cache: &LdCache,
+    process: Option<&Process<'_>>,
+    picked: &[&Pick],
+) -> Result<(), NetError> {
+    let Some(first) = picked.first() else {
+        return Ok(());
+    };
+    let (class, machine) = (first.host.facts.class, first.host.facts.machine);
+    let mut seen: HashSet<PathBuf> = picked
+        .iter()
+        .flat_map(|p| p.image.iter().map(|c| c.real.clone()))
+        .collect();
+    let check = |image: &Path, facts: &ElfFacts| -> Result<(), NetError> {
+        for p in picked {
+            let soname = p.host.soname();
+            let missing: Vec<&str> = facts
+                .versions_needed_from(&soname)
+                .filter(|v| !v.weak && !p.host.facts.verdef.contains(&v.name))
+                .map(|v| v.name.as_str())
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            return Err(NetError::Versions(Box::new(MissingVersions {
+                image: image.to_owned(),
+                missing: missing.join(", "),
+                soname,
+                host: p.host.real.clone(),
+                offered: if p.host.facts.verdef.is_empty() {
+                    "no symbol versions".into()
+                } else {
+                    p.host.facts.verdef.join(", ")
+                },
+                linker: p.host.linker_name.clone(),
+            })));
+        }
+        Ok(())
+    };
+    let (mut objects, mut bytes) = (0usize, 0u64);
+    for e in &cache.entries {
+        if !e.arch().matches_elf(class, machine) {
+            continue;
+        }
+        let Ok(real) = rootfs.real_path(Path::new(&e.path)) else {
+            continue;
+        };
+        if !seen.insert(real.clone()) {
+            continue;
+        }
+        let Ok(file) = rootfs.open_read(&real) else {
+            continue;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        objects += 1;
+        bytes = bytes.saturating_add(len);
+        if objects > MAX_SCAN_OBJECTS || bytes > MAX_SCAN_BYTES {
+            tracing::warn!(
+                "stopped checking the symbol versions the image's libraries need after {} objects ({} MiB): the rest of its loader cache is not checked",
+                objects - 1,
+                (bytes - len) >> 20
+            );
+            break;
+        }
+        let Ok(facts) = elf::read_file(&file, MAX_ELF_BYTES) else {
+            continue;
+        };
+        if facts.class == class && facts.machine == machine {
+            check(&real, &facts)?;
+        }
+    }
+    if let Some(p) = process {
+        if let Some((real, facts)) = program_facts(rootfs, p) {
+            if seen.insert(real.clone()) {
+                check(&real, &facts)?;
+            }
+        }
+        if let Ok(found) = loader::program_libraries(rootfs, cache, p) {
+            for f in found {
+                if seen.insert(f.real.clone()) {
+                    check(&f.real, &f.facts)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The container's program: its real file and ELF facts (`None` when it is not found).
+fn program_facts(rootfs: &Rootfs, p: &Process<'_>) -> Option<(PathBuf, ElfFacts)> {
+    let prog = loader::find_program(rootfs, p).ok()?;
+    let real = rootfs.real_path(&prog).ok()?;
+    let file = rootfs.open_read(&real).ok()?;
+    let facts = elf::read_file(&file, MAX_ELF_BYTES).ok()?;
+    Some((real, facts))
+}
+
+/// A `NET_DEPENDENCY_LIBS` library, as an MPI dependency: over the image's when the
+/// versions allow (`CompatType::Dependencies`), else in the private library directory.
+fn dependency(
+    rootfs: &Rootfs,
+    cache: &LdCache,
+    host: &HostLib,
+    plan: &mut Plan,
+) -> Result<(), NetError> {
+    let mut replaced = false;
+    for c in container_counterparts(rootfs, cache, host)? {
+        match abi::check(&host.version, &c.version, CompatType::Dependencies) {
+            Verdict::Compatible | Verdict::CompatibleWithWarning(_) => {
+                plan.replace.push(Replace {
+                    host_path: host_str(&host.real),
+                    container_path: host_str(&c.real),
+                });
+                replaced = true;
+            }
+            Verdict::Beside(why) | Verdict::Incompatible(why) => tracing::info!(
+                "dependency {} kept beside the image's {}: {why}",
+                host.path.display(),
+                c.real.display()
+            ),
+        }
+    }
+    if !replaced {
+        plan.libraries.push(add_lib(host)?);
+    }
+    Ok(())
+}
+
+/// True when the error is "no such file": an entry this node lacks.
+fn not_found(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+}
+
+/// Whether a directory named `dir` beside a library `linker_name` holds its modules: UCX's
+/// `ucx` for the UCX libraries, else the library's own name (`libfabric`).
+fn modules_of(dir: &str, linker_name: &str) -> bool {
+    if dir == "ucx" {
+        return is_ucx(linker_name);
+    }
+    linker_name.strip_suffix(".so") == Some(dir)
+}
+
+/// A `NET_DIRS` directory: bound read-only at its host path and, when it is the module
+/// directory beside a replaced host library (`<dir of libucs>/ucx`, `<dir of
+/// libfabric>/libfabric`), beside each image file that library replaces in another
+/// directory (UCX looks for its modules next to libucs). A directory this node lacks is
+/// skipped with a warning (one configuration for nodes that differ).
+fn add_dir(
+    rootfs: &Rootfs,
+    dir: &Path,
+    replaced: &[(HostLib, Vec<ContainerLib>)],
+    plan: &mut Plan,
+) -> Result<(), NetError> {
+    let entry = |message: String| NetError::Entry {
+        var: "NET_DIRS",
+        path: dir.to_owned(),
+        message,
+    };
+    if !dir.is_absolute() {
+        return Err(entry("must be an absolute host path".into()));
+    }
+    let md = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if not_found(&e) => {
+            tracing::warn!(
+                "NET_DIRS entry {} does not exist on this node: not bound (rerun hpc-hooks-configure if the network stack changed)",
+                dir.display()
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(entry(format!(
+                "{e}; fix NET_DIRS in the hook's hooks.d env"
+            )))
+        }
+    };
+    if !md.is_dir() {
+        return Err(entry(
+            "is not a directory; NET_DIRS lists provider and module directories (fix it in the hook's hooks.d env)".into(),
+        ));
+    }
+    let path = host_str(dir);
+    let mut targets: Vec<String> = vec![path.clone()];
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    if let (Some(parent), Some(name)) = (canon.parent(), dir.file_name()) {
+        let dir_name = name.to_string_lossy();
+        for (host, image) in replaced {
+            if host.real.parent() != Some(parent) || !modules_of(&dir_name, &host.linker_name) {
+                continue;
+            }
+            for c in image {
+                // The loader opens the entry's path: its directory and the real file's.
+                let mut dirs: Vec<PathBuf> =
+                    c.real.parent().map(Path::to_path_buf).into_iter().collect();
+                if let Some(d) = c.path.parent().and_then(|d| rootfs.real_path(d).ok()) {
+                    dirs.push(d);
+                }
+                for d in dirs {
+                    if d == parent {
+                        continue;
+                    }
+                    let t = host_str(&d.join(name));
+                    if !targets.contains(&t) {
+                        tracing::info!(
+                            "{} also bound at {t}, beside the image's {} that {} replaces",
+                            dir.display(),
+                            c.real.display(),
+                            host.real.display()
+                        );
+                        targets.push(t);
+                    }
+                }
+            }
+        }
+    }
+    for t in targets {
+        plan.edits.mounts.push(ro_mount(&path, &t));
+    }
+    Ok(())
+}
+
+/// A `NET_DEVICES` entry: a device node (a CDI device node; the engine creates it with a
+/// cgroup rule or binds it, rootless) or a directory of them.
+fn add_device(path: &Path, plan: &mut Plan) -> Result<(), NetError> {
+    if path.is_absolute() {
+        if let Err(e) = std::fs::symlink_metadata(path) {
+            if not_found(&e) {
+                tracing::warn!(
+                    "NET_DEVICES entry {} does not exist on this node: not injected (rerun hpc-hooks-configure if the fabric changed)",
+                    path.display()
+                );
+                return Ok(());
+            }
+        }
+    }
+    let b = host_bind_for(path, "NET_DEVICES")?;
+    if b.kind == BindKind::File {
+        return Err(NetError::Entry {
+            var: "NET_DEVICES",
+            path: path.to_owned(),
+            message: "is a regular file, not a device node or a directory of device nodes; list the fabric's device nodes (/dev/cxi0) or their directories (/dev/infiniband) in NET_DEVICES".into(),
+        });
+    }
+    b.add_to(plan);
+    Ok(())
+}
