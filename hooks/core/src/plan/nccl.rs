@@ -593,6 +593,27 @@ pub fn plan_nccl(
     Ok(plan)
 }
 
+/// The SONAMEs the plugins of a [`plan_nccl`] plan need (their DT_NEEDED, e.g.
+/// `libfabric.so.1`), for the net plan to treat like the injected MPI's needs. A plugin
+/// file that can no longer be read adds nothing (planning already read it).
+pub fn plugin_needs(plan: &Plan) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let files: BTreeSet<&str> = plan
+        .libraries
+        .iter()
+        .map(|l| l.host_path.as_str())
+        .collect();
+    for f in files {
+        if let Ok(facts) = std::fs::File::open(f)
+            .map_err(|e| e.to_string())
+            .and_then(|file| elf::read_file(&file, MAX_PLUGIN_BYTES).map_err(|e| e.to_string()))
+        {
+            out.extend(facts.needed);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -792,6 +813,8 @@ mod tests {
             ]
         );
         assert!(plan.libraries.iter().all(|l| l.cache_flags == host_flags()));
+        assert!(plugin_needs(&plan).contains("libcudart.so.12"));
+        assert!(!plugin_needs(&plan).contains("libcudart.so.11.0"));
         assert!(plan.replace.is_empty() && plan.edits.mounts.is_empty());
     }
 
