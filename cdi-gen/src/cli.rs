@@ -96,6 +96,10 @@ pub enum Command {
     /// Write the CDI specs of the host MPI stack: hpc-hooks.io/mpi=host and
     /// hpc-hooks.io/glibc=host (one kind per spec file, so two files; docs/cdi-gen.md).
     Mpi(Box<crate::mpi::MpiArgs>),
+    /// Write the CDI spec of the host's network stack (libfabric, UCX, provider
+    /// directories, fabric devices): hpc-hooks.io/net=host (docs/network.md); or print the
+    /// detected NET_* configuration with --print-config.
+    Net(Box<crate::net::NetArgs>),
     /// Check the installed specs against the node: device nodes (type, major:minor vs the
     /// node and /proc/devices), host paths gone after a driver upgrade, hooks, file mode
     /// and owner, which file wins a kind, cdiVersion vs podman, devices that differ from a

@@ -155,6 +155,14 @@ fn main() -> ExitCode {
             }
             cdi_gen::mpi::exit_code(&r)
         }
+        Some(Command::Net(a)) => {
+            let r = cdi_gen::net::run(a);
+            match &r {
+                Ok(summary) => tracing::info!("{summary}"),
+                Err(e) => tracing::error!("{e}"),
+            }
+            cdi_gen::net::exit_code(&r)
+        }
         Some(Command::NvmlFacts { nvml_lib }) => {
             match gpu_discover::nvidia::nvml::discover(&nvml_lib.clone().into_os_string()) {
                 Ok(facts) => {

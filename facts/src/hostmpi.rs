@@ -27,6 +27,9 @@ pub const MPI_DEVICE: &str = "hpc-hooks.io/mpi=host";
 pub const GLIBC_DEVICE_ENV: &str = "HPC_HOOKS_CDI_GLIBC";
 /// Container directory where the CDI specs stage the host MPI libraries (read-only).
 pub const STAGING_DIR: &str = "/run/hpc-hooks-staging/mpi";
+/// The host network stack's CDI kind and device (`hpc-hooks.io/net=host`), defined with
+/// its detection in [`crate::hostnet`].
+pub use crate::hostnet::{NET_DEVICE, NET_KIND};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostMpiError {

@@ -24,9 +24,11 @@ pub enum RuntimeKind {
 ///
 /// Typical use: `srun -n 64 --mpi=pmi2 hpc-rank /path/to/rootfs /app/bin/solver ARGS` or
 /// `mpiexec -n 4 hpc-rank /path/to/rootfs /app/bin/solver ARGS`; the ranks form one
-/// MPI_COMM_WORLD on the host MPI. The container is annotated com.hooks.mpi.enabled=true
-/// and com.hooks.glibc.enabled=true (unless --no-mpi or --no-glibc), so the mpi-hook and
-/// glibc-hook registered in the hooks.d directories run for it. As a Slurm Epilog,
+/// MPI_COMM_WORLD on the host MPI. The container is annotated com.hooks.mpi.enabled=true,
+/// com.hooks.glibc.enabled=true and com.hooks.net.enabled=true (unless --no-mpi,
+/// --no-glibc or --no-net), so the mpi-hook and glibc-hook registered in the hooks.d
+/// directories run for it, and the host's network stack (libfabric, UCX, fabric devices)
+/// comes with it. As a Slurm Epilog,
 /// `hpc-rank --cleanup-job $SLURM_JOB_ID` removes whatever a cancelled job left behind.
 #[derive(Parser, Debug)]
 #[command(version, name = "hpc-rank")]
@@ -72,6 +74,10 @@ pub struct Cli {
     /// Do not enable glibc-hook (annotation com.hooks.glibc.enabled).
     #[arg(long)]
     pub no_glibc: bool,
+    /// Do not ask for the host's network stack (annotation com.hooks.net.enabled; an MPI
+    /// that mpi-hook injects still brings the network libraries it needs).
+    #[arg(long)]
+    pub no_net: bool,
     /// Extra annotation KEY=VALUE (repeatable), e.g. com.hooks.logging.level=debug.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,

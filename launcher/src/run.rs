@@ -21,6 +21,9 @@ use hpc_rank::privilege::{self, Caller, Config, RankUser};
 
 const MPI_ANNOTATION: &str = "com.hooks.mpi.enabled";
 const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
+/// The host network stack (docs/network.md); no hooks.d file for it is not an error (a
+/// node with NET_STACK=none has none).
+const NET_ANNOTATION: &str = "com.hooks.net.enabled";
 /// Prefix of every container id (runc) and name (podman) this launcher creates.
 pub const ID_PREFIX: &str = "hpcrank-";
 const JOB_LABEL: &str = "io.hpc-rank.job";
@@ -94,6 +97,9 @@ fn annotations(a: &Cli) -> Result<BTreeMap<String, String>> {
     }
     if !a.no_glibc {
         m.insert(GLIBC_ANNOTATION.to_string(), "true".to_string());
+    }
+    if !a.no_net {
+        m.insert(NET_ANNOTATION.to_string(), "true".to_string());
     }
     for kv in &a.annotations {
         let (k, v) = kv
@@ -897,6 +903,7 @@ pub fn cleanup(a: &Cli, cfg: &Config) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn ids_carry_job_step_rank_and_pid() {
@@ -914,6 +921,31 @@ mod tests {
         let id = container_id(&BTreeMap::new(), 9);
         assert_eq!(id, "hpcrank-nojob.x-0-9");
         assert_eq!(launcher_pid_of("other-1"), None);
+    }
+
+    fn annotations_of(args: &[&str]) -> BTreeMap<String, String> {
+        let mut argv = vec!["hpc-rank"];
+        argv.extend(args);
+        argv.extend(["/rootfs", "/bin/true"]);
+        annotations(&Cli::try_parse_from(argv).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ranks_get_the_hooks_annotations_unless_turned_off() {
+        let on =
+            |m: &BTreeMap<String, String>, k: &str| m.get(k).map(String::as_str) == Some("true");
+        let all = annotations_of(&[]);
+        for k in [MPI_ANNOTATION, GLIBC_ANNOTATION, NET_ANNOTATION] {
+            assert!(on(&all, k), "{k}: {all:?}");
+        }
+        let m = annotations_of(&["--no-net"]);
+        assert!(!m.contains_key(NET_ANNOTATION), "{m:?}");
+        assert!(on(&m, MPI_ANNOTATION) && on(&m, GLIBC_ANNOTATION), "{m:?}");
+        let m = annotations_of(&["--no-mpi", "--no-glibc"]);
+        assert_eq!(m.keys().collect::<Vec<_>>(), [NET_ANNOTATION], "{m:?}");
+        // An explicit --annotation wins.
+        let m = annotations_of(&["--annotation", "com.hooks.net.enabled=false"]);
+        assert_eq!(m.get(NET_ANNOTATION).map(String::as_str), Some("false"));
     }
 
     #[test]
