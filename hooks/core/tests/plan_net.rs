@@ -583,3 +583,25 @@ fn an_mpi_needing_a_net_library_asks_for_the_net_plan() {
     };
     assert!(!needed_by(&ucx_only, &needs).unwrap());
 }
+
+#[test]
+fn net_dirs_this_node_lacks_are_skipped_and_files_refused() {
+    let f = Fixture::new();
+    let cfg = NetConfig {
+        dirs: vec![f.host.join("no-such-provider-dir"), f.host.join("ucx")],
+        ..NetConfig::default()
+    };
+    let plan = f.plan(&cfg, &[]).unwrap();
+    assert_eq!(
+        f.mounts(&plan),
+        ["$HOST/ucx at $HOST/ucx (ro,nosuid,nodev,bind)"]
+    );
+    let cfg = NetConfig {
+        dirs: vec![f.host.join("libnl-3.so.200")],
+        ..NetConfig::default()
+    };
+    assert_eq!(
+        f.plan(&cfg, &[]).unwrap_err(),
+        "NET_DIRS entry $HOST/libnl-3.so.200: is not a directory; NET_DIRS lists provider and module directories (fix it in the hook's hooks.d env)"
+    );
+}

@@ -4,6 +4,7 @@
 //! directories (`NET_DIRS`) and fabric device nodes (`NET_DEVICES`), as mpi-hook plans them.
 
 use std::collections::{BTreeSet, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cdi_specs::plan::{Plan, Replace};
@@ -28,6 +29,8 @@ pub const MAX_SCAN_OBJECTS: usize = 8192;
 /// Most bytes of image objects (file sizes, summed) whose symbol-version needs are read;
 /// each is read sparsely (headers, dynamic and version tables only).
 pub const MAX_SCAN_BYTES: u64 = 8 << 30;
+/// Largest `.dynstr` read to tell whether an image object names a network library.
+const MAX_DYNSTR_BYTES: u64 = 16 << 20;
 /// UCX's libraries: replaced all together or not at all.
 pub const UCX_LIBS: [&str; 4] = ["libucp.so", "libuct.so", "libucs.so", "libucm.so"];
 
@@ -179,21 +182,13 @@ pub fn plan_net_and_libs(
                 }
             }
         };
-        let mut program: Option<Vec<Found>> = None;
+        let mut program = ProgramLibs::default();
         let mut picks: Vec<Pick> = Vec::new();
         for p in &cfg.libs {
             let host = hostlib::inspect(p)?;
             let mut found = container_counterparts(rootfs, &cache, &host)?;
             if let (true, Some(proc_)) = (found.is_empty(), process) {
-                let libs = program.get_or_insert_with(|| {
-                    loader::program_libraries(rootfs, &cache, proc_).unwrap_or_else(|e| {
-                        tracing::info!(
-                            "not looking for network libraries outside the loader cache: {e}"
-                        );
-                        Vec::new()
-                    })
-                });
-                found = program_counterparts(rootfs, libs, &host);
+                found = program_counterparts(rootfs, program.get(rootfs, &cache, proc_), &host);
             }
             let mut same = Vec::new();
             let mut other = Vec::new();
@@ -251,7 +246,7 @@ pub fn plan_net_and_libs(
         if let Some(u) = picked.iter().find(|p| is_ucx(&p.host.linker_name)) {
             ucx_whole(rootfs, &cache, &u.host, &picks)?;
         }
-        check_versions(rootfs, &cache, process, &picked)?;
+        check_versions(rootfs, &cache, process, &mut program, &picked)?;
         for p in &picked {
             if p.image.is_empty() {
                 plan.libraries.push(add_lib(&p.host)?);
@@ -286,6 +281,23 @@ pub fn plan_net_and_libs(
         add_device(d, &mut plan)?;
     }
     Ok((plan, injected))
+}
+
+/// The libraries the container's program loads, followed once when first asked for.
+#[derive(Default)]
+struct ProgramLibs(Option<Vec<Found>>);
+
+impl ProgramLibs {
+    fn get(&mut self, rootfs: &Rootfs, cache: &LdCache, p: &Process<'_>) -> &[Found] {
+        self.0.get_or_insert_with(|| {
+            loader::program_libraries(rootfs, cache, p).unwrap_or_else(|e| {
+                tracing::info!(
+                    "not looking at the program's libraries outside the loader cache: {e}"
+                );
+                Vec::new()
+            })
+        })
+    }
 }
 
 /// Which picks are injected: those with a counterpart in the image, those the MPI needs
@@ -364,39 +376,34 @@ fn check_versions(
     rootfs: &Rootfs,
     cache: &LdCache,
     process: Option<&Process<'_>>,
+    program: &mut ProgramLibs,
     picked: &[&Pick],
 ) -> Result<(), NetError> {
     let Some(first) = picked.first() else {
         return Ok(());
     };
     let (class, machine) = (first.host.facts.class, first.host.facts.machine);
-    let mut seen: HashSet<PathBuf> = picked
+    // Files are told apart by (device, inode): one in-root resolution each.
+    let id = |path: &Path| -> Option<(u64, u64)> {
+        let md = rootfs.open_read(path).ok()?.metadata().ok()?;
+        Some((md.dev(), md.ino()))
+    };
+    let mut seen: HashSet<(u64, u64)> = picked
         .iter()
-        .flat_map(|p| p.image.iter().map(|c| c.real.clone()))
+        .flat_map(|p| p.image.iter().filter_map(|c| id(&c.real)))
         .collect();
-    let check = |image: &Path, facts: &ElfFacts| -> Result<(), NetError> {
-        for p in picked {
-            let soname = p.host.soname();
+    // The first injected library with versions `facts` needs and it lacks, and those.
+    let sonames: Vec<String> = picked.iter().map(|p| p.host.soname()).collect();
+    let check = |facts: &ElfFacts| -> Result<(), (&Pick, String)> {
+        for (p, soname) in picked.iter().zip(&sonames) {
             let missing: Vec<&str> = facts
-                .versions_needed_from(&soname)
+                .versions_needed_from(soname)
                 .filter(|v| !v.weak && !p.host.facts.verdef.contains(&v.name))
                 .map(|v| v.name.as_str())
                 .collect();
-            if missing.is_empty() {
-                continue;
+            if !missing.is_empty() {
+                return Err((p, missing.join(", ")));
             }
-            return Err(NetError::Versions(Box::new(MissingVersions {
-                image: image.to_owned(),
-                missing: missing.join(", "),
-                soname,
-                host: p.host.real.clone(),
-                offered: if p.host.facts.verdef.is_empty() {
-                    "no symbol versions".into()
-                } else {
-                    p.host.facts.verdef.join(", ")
-                },
-                linker: p.host.linker_name.clone(),
-            })));
         }
         Ok(())
     };
@@ -405,16 +412,17 @@ fn check_versions(
         if !e.arch().matches_elf(class, machine) {
             continue;
         }
-        let Ok(real) = rootfs.real_path(Path::new(&e.path)) else {
+        let path = Path::new(&e.path);
+        let Ok(file) = rootfs.open_read(path) else {
             continue;
         };
-        if !seen.insert(real.clone()) {
+        let Ok(md) = file.metadata() else {
+            continue;
+        };
+        if !seen.insert((md.dev(), md.ino())) {
             continue;
         }
-        let Ok(file) = rootfs.open_read(&real) else {
-            continue;
-        };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = md.len();
         objects += 1;
         bytes = bytes.saturating_add(len);
         if objects > MAX_SCAN_OBJECTS || bytes > MAX_SCAN_BYTES {
@@ -425,28 +433,59 @@ fn check_versions(
             );
             break;
         }
+        // Cheap first: an object that needs versions of a library names it in .dynstr
+        // (a few small reads); only those, and objects without section headers, are parsed.
+        if elf::read_section(&file, ".dynstr", MAX_DYNSTR_BYTES)
+            .is_some_and(|strs| !names_any(&strs, &sonames))
+        {
+            continue;
+        }
         let Ok(facts) = elf::read_file(&file, MAX_ELF_BYTES) else {
             continue;
         };
         if facts.class == class && facts.machine == machine {
-            check(&real, &facts)?;
+            // The real file is named (resolved again only for a refusal).
+            check(&facts).map_err(|(p, m)| {
+                let real = rootfs.real_path(path).unwrap_or_else(|_| path.to_owned());
+                refusal(&real, &p.host, m)
+            })?;
         }
     }
     if let Some(p) = process {
         if let Some((real, facts)) = program_facts(rootfs, p) {
-            if seen.insert(real.clone()) {
-                check(&real, &facts)?;
+            if id(&real).is_none_or(|i| seen.insert(i)) {
+                check(&facts).map_err(|(p, m)| refusal(&real, &p.host, m))?;
             }
         }
-        if let Ok(found) = loader::program_libraries(rootfs, cache, p) {
-            for f in found {
-                if seen.insert(f.real.clone()) {
-                    check(&f.real, &f.facts)?;
-                }
+        for f in program.get(rootfs, cache, p) {
+            if id(&f.real).is_none_or(|i| seen.insert(i)) {
+                check(&f.facts).map_err(|(p, m)| refusal(&f.real, &p.host, m))?;
             }
         }
     }
     Ok(())
+}
+
+/// Whether the string table `strs` (NUL-separated) has one of `names` as a string.
+fn names_any(strs: &[u8], names: &[String]) -> bool {
+    strs.split(|b| *b == 0)
+        .any(|s| names.iter().any(|n| n.as_bytes() == s))
+}
+
+/// The refusal of an image file needing versions `missing` that `host` does not define.
+fn refusal(image: &Path, host: &HostLib, missing: String) -> NetError {
+    NetError::Versions(Box::new(MissingVersions {
+        image: image.to_owned(),
+        missing,
+        soname: host.soname(),
+        host: host.real.clone(),
+        offered: if host.facts.verdef.is_empty() {
+            "no symbol versions".into()
+        } else {
+            host.facts.verdef.join(", ")
+        },
+        linker: host.linker_name.clone(),
+    }))
 }
 
 /// The container's program: its real file and ELF facts (`None` when it is not found).
