@@ -7,7 +7,10 @@
 #                        [--hooks-dir DIR[:DIR]]... [--mpi-libs LIST] [--mpi-dependency-libs LIST]
 #                        [--bind-mounts LIST] [--mpi-compatibility-type major|full|strict|dependencies]
 #                        [--log-level LEVEL] [--log-file FILE] [--glibc-libs LIST]
-#                        [--gpu auto|yes|no] [--gpu-driver-root DIR] [--no-build]
+#                        [--gpu auto|yes|no] [--gpu-driver-root DIR] [--net-stack auto|none]
+#                        [--net-libs LIST] [--net-dependency-libs LIST] [--net-dirs LIST]
+#                        [--net-devices LIST] [--nccl-plugin-dir DIR]
+#                        [--nccl-plugin-mismatch warn|refuse] [--no-build]
 #
 # The configuration options are hpc-hooks-configure's (the hpc-hooks.conf key in lower
 # case, '-' for '_'; --compat is the older name of --mpi-compatibility-type); --opt=VALUE
@@ -23,9 +26,11 @@
 # packaging/hpc-hooks.conf: MPI_LIBS from the host's ld.so.cache, their dependencies minus
 # glibc, UCX's plugin directory as BIND_MOUNTS, and gpu-hook's file (run for every
 # container, a no-op when nothing is requested) with --gpu yes, or with --gpu auto
-# (default) when the node has an NVIDIA driver or /dev/kfd. Every value can be given
-# explicitly. glibc-hook is always needed; mpi-hook when a host MPI is found or given;
-# gpu-hook and cdi-gen when the GPU file is written.
+# (default) when the node has an NVIDIA driver or /dev/kfd, and the network stack's file
+# (libfabric, UCX, fabric devices, detected by cdi-gen: docs/network.md) unless
+# --net-stack none. Every value can be given explicitly. glibc-hook is always needed;
+# mpi-hook when a host MPI or a network stack is found or given; gpu-hook and cdi-gen
+# when the GPU file is written (cdi-gen also detects the network stack).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -43,13 +48,15 @@ log_file=/var/log/hpc-hooks.log
 glibc_libs=""
 gpu=auto
 gpu_driver_root=/
+net_args=()
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}" ;; esac
   case "$1" in
     --bin-dir|--libexec|--bindir|--bins|--hooks-dir|--mpi-libs|--mpi-dependency-libs|\
     --bind-mounts|--mpi-compatibility-type|--compat|--log-level|--log-file|--glibc-libs|\
-    --gpu|--gpu-driver-root) [ $# -ge 2 ] || { echo "install.sh: option $1 needs a value (see --help)" >&2; exit 2; } ;;
+    --gpu|--gpu-driver-root|--net-stack|--net-libs|--net-dependency-libs|--net-dirs|\
+    --net-devices|--nccl-plugin-dir|--nccl-plugin-mismatch) [ $# -ge 2 ] || { echo "install.sh: option $1 needs a value (see --help)" >&2; exit 2; } ;;
   esac
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
@@ -66,6 +73,8 @@ while [ $# -gt 0 ]; do
     --glibc-libs) glibc_libs=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
     --gpu-driver-root) gpu_driver_root=$2; shift 2 ;;
+    --net-stack|--net-libs|--net-dependency-libs|--net-dirs|--net-devices|--nccl-plugin-dir|\
+    --nccl-plugin-mismatch) net_args+=("$1" "$2"); shift 2 ;;
     --no-build) build=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -109,4 +118,5 @@ for d in "${hooks_dirs[@]}"; do args+=(--hooks-dir "$d"); done
 [ -z "$mpi_deps" ] || args+=(--mpi-dependency-libs "$mpi_deps")
 [ -z "$bind_mounts" ] || args+=(--bind-mounts "$bind_mounts")
 [ -z "$glibc_libs" ] || args+=(--glibc-libs "$glibc_libs")
+args+=("${net_args[@]}")
 exec "$here/hpc-hooks-configure" "${args[@]}"

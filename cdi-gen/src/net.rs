@@ -30,6 +30,8 @@ pub enum NetSpecError {
     Discovery(#[from] hostnet::HostNetError),
     #[error("cannot read the host's loader cache {path}: {message}; run ldconfig, or give every value with --net-libs, --net-dependency-libs, --net-dirs and --net-devices")]
     Cache { path: PathBuf, message: String },
+    #[error("no host network stack found: no libfabric.so.1 or UCX library in the host's loader cache {cache} and no fabric device under {dev}; install libfabric or UCX and run ldconfig, or name them with --net-libs/--net-devices (cdi-gen net --print-config shows what is detected)")]
+    NotFound { cache: PathBuf, dev: PathBuf },
     #[error("{flag}: {path} {why}")]
     Path {
         flag: &'static str,
@@ -51,7 +53,9 @@ pub enum NetSpecError {
 impl NetSpecError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            NetSpecError::Discovery(_) | NetSpecError::Cache { .. } => EXIT_DISCOVERY,
+            NetSpecError::Discovery(_)
+            | NetSpecError::Cache { .. }
+            | NetSpecError::NotFound { .. } => EXIT_DISCOVERY,
             NetSpecError::Path { .. } => EXIT_USAGE,
             NetSpecError::VersionTooOld { .. } => EXIT_SPEC_VERSION,
             NetSpecError::Invalid(_) | NetSpecError::Write { .. } => EXIT_OUTPUT,
@@ -289,6 +293,13 @@ pub fn hook_env(stack: &HostNet, args: &NetArgs) -> Vec<String> {
 /// Builds the spec (writes nothing).
 pub fn spec(args: &NetArgs) -> Result<NetSpec, NetSpecError> {
     let stack = stack(args)?;
+    // mpi-hook refuses a device that carries neither a library nor a device node.
+    if stack.libs.is_empty() && stack.devices.is_empty() {
+        return Err(NetSpecError::NotFound {
+            cache: args.ld_cache.clone(),
+            dev: args.dev_root.clone(),
+        });
+    }
     // Libraries staged read-only under STAGING_DIR by file name (mpi-hook binds them where
     // the image needs them); directories bound read-only at their host path.
     let mut mounts = Vec::new();

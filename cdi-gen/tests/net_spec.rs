@@ -374,6 +374,18 @@ fn errors_name_the_object_and_the_way_out() {
         "{}",
         stderr(&o)
     );
+    // Nothing to carry: no spec (mpi-hook would refuse the device), exit 3.
+    let o = cdi_gen()
+        .args(["net", "--net-libs", "", "--net-devices", ""])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no host network stack found: no libfabric.so.1 or UCX library in the host's loader cache /etc/ld.so.cache and no fabric device under /dev; install libfabric or UCX"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "no spec written");
     // Every value given: no cache is read.
     ok(
         cdi_gen()

@@ -1,7 +1,8 @@
 //! packaging/hpc-hooks-configure's command line and configuration file, run directly (no
 //! container, no e2e lock): options without a value, `--opt=VALUE`, quoted values, the
 //! hooks' log levels (Sarus numbers included), `:`-separated HOOKS_DIRS (spaces still
-//! accepted with a warning) and the `--mpi-compatibility-type` / `--compat` names.
+//! accepted with a warning), the `--mpi-compatibility-type` / `--compat` names, and the
+//! network stack's file (`NET_STACK`, detected by `cdi-gen net --print-config`).
 
 use e2e_tests::*;
 use serde_json::Value;
@@ -265,4 +266,187 @@ fn mpi_compatibility_type_has_one_name_and_the_old_alias() {
         ),
         "{out}"
     );
+}
+
+/// The lines `cdi-gen net --print-config` prints on this machine.
+fn net_config(cdi_gen: &Path) -> Vec<String> {
+    let mut c = Command::new(cdi_gen);
+    c.args(["net", "--print-config"]);
+    let out = run_cmd(c, Duration::from_secs(60));
+    out.assert_success("cdi-gen net --print-config");
+    out.stdout.lines().map(String::from).collect()
+}
+
+#[test]
+fn the_network_stack_file_holds_what_cdi_gen_detects() {
+    // This machine: Debian 12 with MPICH, Open MPI, libfabric 1.17 and UCX 1.13.
+    let node = Node::new("configure-net");
+    let cdi_gen = hook_bin("cdi-gen");
+    let detected = net_config(&cdi_gen);
+    assert!(detected[0].contains("libfabric.so.1"), "{detected:?}");
+    let ucx_dir = "/usr/lib/x86_64-linux-gnu/ucx";
+    assert!(detected[2].contains(ucx_dir), "{detected:?}");
+    let conf = format!(
+        "MPI_LIBS=auto\nMPI_DEPENDENCY_LIBS=auto\nBIND_MOUNTS=auto\nGPU=no\nLOG_FILE={}\n",
+        node.log_file.display()
+    );
+    let d = node.path().join("hooks");
+    let hooks_dir = d.to_str().unwrap();
+    let cdi = cdi_gen.to_str().unwrap();
+    let out = node.configure(&conf, &["--cdi-gen", cdi, "--hooks-dir", hooks_dir]);
+    out.assert_success("NET_STACK=auto (the default)");
+    let net = read_json(&d.join("hpc-hooks-net.json"));
+    assert_eq!(net["version"], "1.0.0");
+    assert_eq!(
+        net["hook"]["path"].as_str(),
+        node.libexec.join("mpi-hook").to_str()
+    );
+    assert_eq!(
+        strings(&net["hook"]["args"]),
+        [
+            "mpi-hook".to_string(),
+            "--net-only".into(),
+            "--log-file".into(),
+            node.log_file.display().to_string(),
+            "--log-level".into(),
+            "warn".into()
+        ]
+    );
+    let mut want = detected.clone();
+    want.extend([
+        "NCCL_PLUGIN_DIR=".into(),
+        "NCCL_PLUGIN_MISMATCH=warn".into(),
+    ]);
+    assert_eq!(strings(&net["hook"]["env"]), want);
+    assert_eq!(
+        net["when"]["annotations"]["^com\\.hooks\\.net\\.enabled$"],
+        "^true$"
+    );
+    assert_eq!(strings(&net["stages"]), ["createRuntime"]);
+    // mpi-hook's file has the same values, and BIND_MOUNTS no longer UCX's directory.
+    let mpi_env = strings(&read_json(&d.join("hpc-hooks-mpi.json"))["hook"]["env"]);
+    for w in &want {
+        assert!(mpi_env.contains(w), "{w}: {mpi_env:?}");
+    }
+    assert!(mpi_env.contains(&"BIND_MOUNTS=".to_string()), "{mpi_env:?}");
+    assert!(
+        out.stdout.contains("hpc-hooks-configure: NET_STACK=auto\n"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("hpc-hooks-configure: {}\n", detected[0])),
+        "{out}"
+    );
+
+    // Given values pass through; the NCCL settings go into both files.
+    let plugins = node.scratch.subdir("nccl");
+    let out = node.configure(
+        &conf,
+        &[
+            "--cdi-gen",
+            cdi,
+            "--hooks-dir",
+            hooks_dir,
+            "--net-devices",
+            "",
+            "--nccl-plugin-dir",
+            plugins.to_str().unwrap(),
+            "--nccl-plugin-mismatch=refuse",
+        ],
+    );
+    out.assert_success("given values");
+    let env = strings(&read_json(&d.join("hpc-hooks-net.json"))["hook"]["env"]);
+    assert_eq!(env[0], detected[0]);
+    assert_eq!(env[3], "NET_DEVICES=");
+    assert_eq!(env[4], format!("NCCL_PLUGIN_DIR={}", plugins.display()));
+    assert_eq!(env[5], "NCCL_PLUGIN_MISMATCH=refuse");
+
+    // NET_STACK=none: the file is removed, the values are empty, UCX's directory is back
+    // in BIND_MOUNTS.
+    let out = node.configure(
+        &format!("{conf}NET_STACK=none\n"),
+        &["--cdi-gen", cdi, "--hooks-dir", hooks_dir],
+    );
+    out.assert_success("NET_STACK=none");
+    assert!(!d.join("hpc-hooks-net.json").exists(), "{out}");
+    let mpi_env = strings(&read_json(&d.join("hpc-hooks-mpi.json"))["hook"]["env"]);
+    assert!(mpi_env.contains(&"NET_LIBS=".to_string()), "{mpi_env:?}");
+    assert!(
+        mpi_env.contains(&format!("BIND_MOUNTS={ucx_dir}")),
+        "{mpi_env:?}"
+    );
+
+    // Neither a library nor a device (mpi-hook --net-only would refuse such a container):
+    // no network file (an earlier one is removed), a notice.
+    node.configure(&conf, &["--cdi-gen", cdi, "--hooks-dir", hooks_dir])
+        .assert_success("NET_STACK=auto again");
+    assert!(d.join("hpc-hooks-net.json").is_file());
+    let out = node.configure(
+        &conf,
+        &[
+            "--cdi-gen",
+            cdi,
+            "--hooks-dir",
+            hooks_dir,
+            "--net-libs",
+            "",
+            "--net-devices",
+            "",
+        ],
+    );
+    out.assert_success("no library, no device");
+    assert!(!d.join("hpc-hooks-net.json").exists(), "{out}");
+    assert!(
+        out.stderr.contains("no network library (NET_LIBS) or fabric device (NET_DEVICES) found: the network hook file is not written"),
+        "{out}"
+    );
+
+    // Without cdi-gen: a notice, no network file, not an error.
+    let e = node.path().join("hooks-no-cdi-gen");
+    let out = node.configure(
+        &node.conf(""),
+        &[
+            "--cdi-gen",
+            "/nonexistent/cdi-gen",
+            "--hooks-dir",
+            e.to_str().unwrap(),
+        ],
+    );
+    out.assert_success("no cdi-gen");
+    assert!(
+        out.stderr.contains("NET_STACK=auto, but cdi-gen, which detects the network stack, is not at /nonexistent/cdi-gen"),
+        "{out}"
+    );
+    assert!(!e.join("hpc-hooks-net.json").exists());
+    assert!(e.join("hpc-hooks-mpi.json").is_file());
+
+    // Bad values: exit 2, nothing written.
+    for (extra, msg) in [
+        (
+            "NET_STACK=maybe\n",
+            "NET_STACK=maybe is not one of auto, none",
+        ),
+        (
+            "NCCL_PLUGIN_MISMATCH=ignore\n",
+            "NCCL_PLUGIN_MISMATCH=ignore is not one of warn, refuse",
+        ),
+        (
+            "NCCL_PLUGIN_DIR=plugins\n",
+            "NCCL_PLUGIN_DIR=plugins must be an absolute path (or empty: no plugins)",
+        ),
+        (
+            "NET_LIBS=/nonexistent/libfabric.so.1\n",
+            "NET_LIBS: /nonexistent/libfabric.so.1 does not exist on this node",
+        ),
+    ] {
+        let f = node.path().join("hooks-bad");
+        let out = node.configure(
+            &node.conf(extra),
+            &["--cdi-gen", cdi, "--hooks-dir", f.to_str().unwrap()],
+        );
+        assert_eq!(code(&out), Some(2), "{extra}{out}");
+        assert!(out.stderr.contains(msg), "{extra}{out}");
+        assert!(!f.exists(), "{extra}: nothing may be written");
+    }
 }

@@ -126,6 +126,7 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
             "hpc-hooks-mpi.json",
             "hpc-hooks-glibc.json",
             "hpc-hooks-gpu.json",
+            "hpc-hooks-net.json",
         ] {
             let p = Path::new(d).join(f);
             assert!(
@@ -154,6 +155,18 @@ fn deb_installs_runs_the_mpi_scenario_and_purges_clean() {
             );
             assert!(Path::new(&p).is_file(), "{p} missing after dpkg -i");
         }
+        // This machine has libfabric and UCX (the host MPIs link them): the network
+        // stack's file, detected by the installed cdi-gen.
+        let net = format!("{d}/hpc-hooks-net.json");
+        assert!(
+            all.contains(&format!("wrote {net}")),
+            "postinst did not write {net}:\n{out}"
+        );
+        let text = std::fs::read_to_string(&net).unwrap();
+        assert!(
+            text.contains("libfabric.so.1") && text.contains("\"--net-only\""),
+            "{net}: {text}"
+        );
         // No NVIDIA driver or /dev/kfd here: gpu-hook's always-on file is left out.
         if !Path::new("/proc/driver/nvidia/version").exists() && !Path::new("/dev/kfd").exists() {
             assert!(!Path::new(&format!("{d}/hpc-hooks-gpu.json")).exists());
