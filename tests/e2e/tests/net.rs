@@ -704,3 +704,59 @@ fn hpc_rank_gives_a_rank_the_host_libfabric_unless_no_net() {
         }
     }
 }
+
+#[test]
+fn mpich_image_gets_the_host_ucx_its_mpich_needs_from_mpi_hook_with_the_net_stack() {
+    let env = net_env("net-mpich");
+    let host = host_mpi();
+    let image = cached_rootfs();
+    // The host MPICH links UCX; the MPICH image has no UCX: the net plan adds it for the MPI.
+    let mpi = Hook::mpi(&env.log, "info")
+        .with_env("NET_LIBS", &env.host.net_libs())
+        .with_env("NET_DEPENDENCY_LIBS", &env.host.dependency_libs())
+        .with_env("NET_DIRS", &env.host.net_dirs());
+    let hooks_d = env.scratch.subdir("hooks.d");
+    write_hooks_d(
+        &hooks_d,
+        "createRuntime",
+        &[&Hook::glibc(&env.log, "info"), &mpi, &env.net_hook()],
+    );
+    let ov = Overlay::new(env.scratch.path(), "mpich", &image);
+    let module = "/usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0";
+    let script = format!(
+        "{MPI_HELLO} && ls /run/hpc-hooks/lib | grep -x 'libuc[mpst].so.0' && md5sum < {module}"
+    );
+    // Both annotations: mpi-hook applies the network stack, the net hook steps aside.
+    let out = PodmanRun::new(&hooks_d, &ov.merged, &["sh", "-c", &script])
+        .enable_hooks(true, true)
+        .annotate(NET_ANNOTATION, "true")
+        .hook_log(&env.log)
+        .run();
+    out.assert_mpich(
+        &host.version,
+        "the MPICH image with the mpi, glibc and net hooks",
+    );
+    let libs: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("libuc"))
+        .collect();
+    assert_eq!(
+        libs,
+        ["libucm.so.0", "libucp.so.0", "libucs.so.0", "libuct.so.0"],
+        "the host UCX is not in the private library directory\n{out}"
+    );
+    let host_module = host_md5(Path::new(module));
+    assert!(
+        out.stdout.contains(&host_module),
+        "the host's UCX module directory is not visible at its host path\n{out}"
+    );
+    let text = env.hook_log();
+    assert!(
+        text.contains(
+            "com.hooks.mpi.enabled=true is also set: the MPI hook applies the network stack \
+             with the MPI; nothing to do here"
+        ),
+        "the net hook did not step aside for mpi-hook:\n{text}"
+    );
+}
