@@ -644,10 +644,23 @@ fn cdi_net_device_gives_podman_the_host_libfabric() {
         PathBuf::from(format!("/etc/cdi/hpc-hooks-net-{id}.yaml")),
         PathBuf::from(format!("/etc/cdi/hpc-hooks-glibc-{id}.yaml")),
     ]);
+    // No NET_* given: cdi-gen detects the node's stack, which --print-config prints.
     let mut c = Command::new(&cdi_gen);
-    c.args(["net", "--net-libs", &env.host.net_libs()])
-        .args(["--net-dependency-libs", &env.host.dependency_libs()])
-        .args(["--net-dirs", &env.host.net_dirs()])
+    c.args(["net", "--print-config"]);
+    let printed = run_cmd(c, Duration::from_secs(30));
+    printed.assert_success("cdi-gen net --print-config");
+    let net_libs = printed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("NET_LIBS="))
+        .unwrap_or_else(|| panic!("no NET_LIBS= line\n{printed}"));
+    let names: Vec<&str> = net_libs
+        .split(':')
+        .map(|p| p.rsplit('/').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, NET_SONAMES, "detected NET_LIBS\n{printed}");
+    let mut c = Command::new(&cdi_gen);
+    c.arg("net")
         .arg("--hook-dir")
         .arg(hook_bin_dir())
         .arg("--hook-log-file")
