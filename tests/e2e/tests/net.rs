@@ -737,7 +737,8 @@ fn mpich_image_gets_the_host_ucx_its_mpich_needs_from_mpi_hook_with_the_net_stac
     let ov = Overlay::new(env.scratch.path(), "mpich", &image);
     let module = "/usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0";
     let script = format!(
-        "{MPI_HELLO} && ls /run/hpc-hooks/lib | grep -x 'libuc[mpst].so.0' && md5sum < {module}"
+        "{MPI_HELLO} && ls /run/hpc-hooks/lib | grep -x 'libuc[mpst].so.0' && md5sum < {module} && \
+         LD_DEBUG=files {MPI_HELLO} 2>&1 | grep -o 'calling init: [^ ]*/ucx/[^ ]*' | sort -u"
     );
     // Both annotations: mpi-hook applies the network stack, the net hook steps aside.
     let out = PodmanRun::new(&hooks_d, &ov.merged, &["sh", "-c", &script])
@@ -763,6 +764,13 @@ fn mpich_image_gets_the_host_ucx_its_mpich_needs_from_mpi_hook_with_the_net_stac
     assert!(
         out.stdout.contains(&host_module),
         "the host's UCX module directory is not visible at its host path\n{out}"
+    );
+    // MPI_Init's ucp_init loads the host UCX's transport module (LD_DEBUG=files).
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.trim() == format!("calling init: {module}")),
+        "MPI_Init did not load the host UCX module {module}\n{out}"
     );
     let text = env.hook_log();
     assert!(
