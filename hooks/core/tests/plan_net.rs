@@ -11,7 +11,9 @@ use cdi_specs::Plan;
 use hooks_core::elf::ElfClass;
 use hooks_core::ldcache::{CacheEntry, CacheFormat, LdCache};
 use hooks_core::plan::loader::Process;
-use hooks_core::plan::net::{needed_by, needs_of, plan_net, plan_net_and_libs, NetConfig};
+use hooks_core::plan::net::{
+    needed_by, needs_of, plan_net, plan_net_and_libs, take_over, NetConfig,
+};
 use hooks_core::rootfs::Rootfs;
 
 const LIB: &str = "/usr/lib/x86_64-linux-gnu";
@@ -603,5 +605,65 @@ fn net_dirs_this_node_lacks_are_skipped_and_files_refused() {
     assert_eq!(
         f.plan(&cfg, &[]).unwrap_err(),
         "NET_DIRS entry $HOST/libnl-3.so.200: is not a directory; NET_DIRS lists provider and module directories (fix it in the hook's hooks.d env)"
+    );
+}
+
+#[test]
+fn with_the_mpi_the_net_plan_owns_libfabric() {
+    // Host MPICH linked against the host's libfabric, which MPI_DEPENDENCY_LIBS also lists;
+    // the image has MPICH and libfabric 1.11. The MPI needs libfabric.so.1: the net plan
+    // applies and takes libfabric over from the MPI plan.
+    let mut f = Fixture::new();
+    gcc(
+        "int fi_getinfo(void);\nint MPI_Init(int *c, char ***v) { (void)c; (void)v; return fi_getinfo(); }\n",
+        &f.host.join("libmpich.so.12.2.2"),
+        "libmpich.so.12",
+        &[&f.host.join("libfabric.so.1")],
+        None,
+    );
+    link("libmpich.so.12.2.2", &f.host.join("libmpich.so.12"));
+    gcc(
+        "int MPI_Init(int *c, char ***v) { (void)c; (void)v; return 0; }\n",
+        &f.lib().join("libmpich.so.12.1.10"),
+        "libmpich.so.12",
+        &[],
+        None,
+    );
+    link("libmpich.so.12.1.10", &f.lib().join("libmpich.so.12"));
+    f.cached("libmpich.so.12", None);
+    f.image_libfabric();
+    f.write_cache();
+    let rootfs = Rootfs::open(&f.rootfs).unwrap();
+    let mpi_cfg = hooks_core::plan::mpi::MpiConfig {
+        mpi_libs: vec![f.host.join("libmpich.so.12")],
+        dependency_libs: vec![f.host.join("libfabric.so.1")],
+        ..Default::default()
+    };
+    let (mut mpi, injected) = hooks_core::plan::mpi::plan_mpi(&rootfs, &mpi_cfg).unwrap();
+    assert_eq!(mpi.replace.len(), 2, "MPICH and libfabric: {mpi:?}");
+    let needs = needs_of(&injected);
+    let cfg = f.config();
+    assert!(needed_by(&cfg, &needs).unwrap());
+    let net = plan_net(&rootfs, &cfg, None, &needs).unwrap();
+    take_over(&mut mpi, &net);
+    assert_eq!(
+        f.replaced(&mpi),
+        [format!(
+            "$HOST/libmpich.so.12.2.2 -> {LIB}/libmpich.so.12.1.10"
+        )]
+    );
+    // UCX: neither in the image nor needed by the MPI; the dependencies come with libfabric.
+    assert_eq!(
+        f.replaced(&net),
+        [format!(
+            "$HOST/libfabric.so.1.18.0 -> {LIB}/libfabric.so.1.11.0"
+        )]
+    );
+    assert_eq!(
+        f.added(&net),
+        [
+            "$HOST/libibverbs.so.1.14.44.0 as libibverbs.so.1",
+            "$HOST/libnl-3.so.200.26.0 as libnl-3.so.200"
+        ]
     );
 }

@@ -16,7 +16,9 @@ use hooks_core::plan::loader::Process;
 use hooks_core::plan::mpi::{
     mode_from_annotation, plan_mpi_for, MpiConfig, MPI_ANNOTATION, MPI_MODE_ANNOTATION,
 };
-use hooks_core::plan::net::{needed_by, needs_of, plan_net_and_libs, NetConfig, NET_ANNOTATION};
+use hooks_core::plan::net::{
+    needed_by, needs_of, plan_net_and_libs, take_over, NetConfig, NET_ANNOTATION,
+};
 use hooks_core::plan::{Plan, View};
 use mpi_hook::cli::Cli;
 
@@ -62,28 +64,6 @@ fn glibc_action(ctx: &HookCtx, cdi: bool, env: &[String]) -> GlibcAction {
     } else {
         GlibcAction::Refuse
     }
-}
-
-/// Drops the MPI plan's replacements and added libraries that the network plan covers:
-/// the same host file, the same image file replaced, or the same soname added.
-fn drop_covered(mpi: &mut Plan, net: &Plan) {
-    let hosts: BTreeSet<&str> = net
-        .replace
-        .iter()
-        .map(|r| r.host_path.as_str())
-        .chain(net.libraries.iter().map(|l| l.host_path.as_str()))
-        .collect();
-    let images: BTreeSet<&str> = net
-        .replace
-        .iter()
-        .map(|r| r.container_path.as_str())
-        .collect();
-    let sonames: BTreeSet<&str> = net.libraries.iter().map(|l| l.soname.as_str()).collect();
-    mpi.replace.retain(|r| {
-        !hosts.contains(r.host_path.as_str()) && !images.contains(r.container_path.as_str())
-    });
-    mpi.libraries
-        .retain(|l| !hosts.contains(l.host_path.as_str()) && !sonames.contains(l.soname.as_str()));
 }
 
 /// `N libraries replaced, M added, K binds, D device nodes` of a network plan.
@@ -214,7 +194,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
             );
         } else {
             let (plan, net_libs) = plan_net_and_libs(&ctx.rootfs, &net_cfg, process, &mpi_needs)?;
-            drop_covered(&mut mpi_plan, &plan);
+            take_over(&mut mpi_plan, &plan);
             net_summary = net_counts(&plan);
             injected.extend(net_libs);
             net_plan = plan;
@@ -277,70 +257,5 @@ fn main() -> ExitCode {
             );
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hooks_core::plan::{Library, Plan, Replace};
-
-    fn replace(host: &str, image: &str) -> Replace {
-        Replace {
-            host_path: host.into(),
-            container_path: image.into(),
-        }
-    }
-
-    fn library(host: &str, soname: &str) -> Library {
-        Library {
-            host_path: host.into(),
-            soname: soname.into(),
-            cache_flags: 0x303,
-        }
-    }
-
-    #[test]
-    fn the_network_plan_owns_the_libraries_it_covers() {
-        let mut mpi = Plan {
-            replace: vec![
-                replace(
-                    "/usr/lib/libmpich.so.12.2.2",
-                    "/usr/lib/libmpich.so.12.1.10",
-                ),
-                // MPI_DEPENDENCY_LIBS' libfabric: the same host file as NET_LIBS'.
-                replace(
-                    "/usr/lib/libfabric.so.1.20.0",
-                    "/usr/lib/libfabric.so.1.14.0",
-                ),
-                // Another host copy over the same image file.
-                replace("/opt/cray/libfabric.so.1.15.2", "/usr/lib/libucp.so.0.0.0"),
-            ],
-            libraries: vec![
-                library("/usr/lib/libhwloc.so.15.6.1", "libhwloc.so.15"),
-                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
-                library("/opt/other/libucm.so.0.0.0", "libucm.so.0"),
-            ],
-            ..Plan::default()
-        };
-        let net = Plan {
-            replace: vec![
-                replace(
-                    "/usr/lib/libfabric.so.1.20.0",
-                    "/usr/lib/libfabric.so.1.14.0",
-                ),
-                replace("/usr/lib/libucp.so.0.0.0", "/usr/lib/libucp.so.0.0.0"),
-            ],
-            libraries: vec![
-                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
-                library("/usr/lib/libucm.so.0.0.0", "libucm.so.0"),
-            ],
-            ..Plan::default()
-        };
-        drop_covered(&mut mpi, &net);
-        let hosts: Vec<&str> = mpi.replace.iter().map(|r| r.host_path.as_str()).collect();
-        assert_eq!(hosts, ["/usr/lib/libmpich.so.12.2.2"]);
-        let libs: Vec<&str> = mpi.libraries.iter().map(|l| l.soname.as_str()).collect();
-        assert_eq!(libs, ["libhwloc.so.15"]);
     }
 }

@@ -144,6 +144,30 @@ pub fn needed_by(cfg: &NetConfig, mpi_needs: &BTreeSet<String>) -> Result<bool, 
     Ok(false)
 }
 
+/// The network plan owns the network libraries: drops the MPI plan's replacements and
+/// added libraries it covers (the same host file, the same image file replaced, or the
+/// same soname added), e.g. libfabric from MPI_DEPENDENCY_LIBS or Open MPI's run-time
+/// libraries.
+pub fn take_over(mpi: &mut Plan, net: &Plan) {
+    let hosts: BTreeSet<&str> = net
+        .replace
+        .iter()
+        .map(|r| r.host_path.as_str())
+        .chain(net.libraries.iter().map(|l| l.host_path.as_str()))
+        .collect();
+    let images: BTreeSet<&str> = net
+        .replace
+        .iter()
+        .map(|r| r.container_path.as_str())
+        .collect();
+    let sonames: BTreeSet<&str> = net.libraries.iter().map(|l| l.soname.as_str()).collect();
+    mpi.replace.retain(|r| {
+        !hosts.contains(r.host_path.as_str()) && !images.contains(r.container_path.as_str())
+    });
+    mpi.libraries
+        .retain(|l| !hosts.contains(l.host_path.as_str()) && !sonames.contains(l.soname.as_str()));
+}
+
 /// Plans the host's network stack for a container. `process`: the container's program, to
 /// find libraries the image keeps outside its loader cache; `mpi_needs`: the sonames the
 /// injected host MPI needs (empty without an MPI), the only reason to add a host network
@@ -645,4 +669,69 @@ fn add_device(path: &Path, plan: &mut Plan) -> Result<(), NetError> {
     }
     b.add_to(plan);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdi_specs::plan::Library;
+
+    fn replace(host: &str, image: &str) -> Replace {
+        Replace {
+            host_path: host.into(),
+            container_path: image.into(),
+        }
+    }
+
+    fn library(host: &str, soname: &str) -> Library {
+        Library {
+            host_path: host.into(),
+            soname: soname.into(),
+            cache_flags: 0x303,
+        }
+    }
+
+    #[test]
+    fn the_network_plan_owns_the_libraries_it_covers() {
+        let mut mpi = Plan {
+            replace: vec![
+                replace(
+                    "/usr/lib/libmpich.so.12.2.2",
+                    "/usr/lib/libmpich.so.12.1.10",
+                ),
+                // MPI_DEPENDENCY_LIBS' libfabric: the same host file as NET_LIBS'.
+                replace(
+                    "/usr/lib/libfabric.so.1.20.0",
+                    "/usr/lib/libfabric.so.1.14.0",
+                ),
+                // Another host copy over the same image file.
+                replace("/opt/cray/libfabric.so.1.15.2", "/usr/lib/libucp.so.0.0.0"),
+            ],
+            libraries: vec![
+                library("/usr/lib/libhwloc.so.15.6.1", "libhwloc.so.15"),
+                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
+                library("/opt/other/libucm.so.0.0.0", "libucm.so.0"),
+            ],
+            ..Plan::default()
+        };
+        let net = Plan {
+            replace: vec![
+                replace(
+                    "/usr/lib/libfabric.so.1.20.0",
+                    "/usr/lib/libfabric.so.1.14.0",
+                ),
+                replace("/usr/lib/libucp.so.0.0.0", "/usr/lib/libucp.so.0.0.0"),
+            ],
+            libraries: vec![
+                library("/usr/lib/libucs.so.0.0.0", "libucs.so.0"),
+                library("/usr/lib/libucm.so.0.0.0", "libucm.so.0"),
+            ],
+            ..Plan::default()
+        };
+        take_over(&mut mpi, &net);
+        let hosts: Vec<&str> = mpi.replace.iter().map(|r| r.host_path.as_str()).collect();
+        assert_eq!(hosts, ["/usr/lib/libmpich.so.12.2.2"]);
+        let libs: Vec<&str> = mpi.libraries.iter().map(|l| l.soname.as_str()).collect();
+        assert_eq!(libs, ["libhwloc.so.15"]);
+    }
 }
