@@ -781,3 +781,38 @@ fn mpich_image_gets_the_host_ucx_its_mpich_needs_from_mpi_hook_with_the_net_stac
         "the net hook did not step aside for mpi-hook:\n{text}"
     );
 }
+
+#[test]
+fn ucx_is_refused_as_a_unit_when_net_libs_lacks_one_of_its_libraries() {
+    let env = net_env("net-ucx-unit");
+    // NET_LIBS without the host's libucm: the image's libucm.so.0 would stay beside the
+    // host's libucp/libuct/libucs.
+    let without_ucm: Vec<String> = env
+        .host
+        .libs
+        .iter()
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libucm")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(without_ucm.len(), NET_SONAMES.len() - 1);
+    let net = env.net_hook().with_env("NET_LIBS", &without_ucm.join(":"));
+    let hooks_d = env.hooks_d("hooks.d", &net);
+    let ov = env.overlay("rootfs");
+    let out = net_podman(&hooks_d, &ov.merged, &env.log, &["sh", "-c", VERSIONS]).run();
+    out.assert_failure("NET_LIBS with libucp, libuct, libucs but not libucm");
+    let want =
+        "UCX is replaced as a unit, but the image's /usr/lib/x86_64-linux-gnu/libucm.so.0.0.0 \
+                (libucm.so) has no host counterpart in NET_LIBS (it has libucp.so, libuct.so, \
+                libucs.so): the host's UCX cannot run beside a part of the image's. Have the admin \
+                add the host's libucm.so to NET_LIBS (hpc-hooks-configure detects it), or start \
+                the container without the annotation com.hooks.net.enabled=true";
+    assert!(
+        out.stderr.contains(want),
+        "podman does not fail with the refusal `{want}`\n{out}"
+    );
+}
