@@ -816,3 +816,25 @@ fn ucx_is_refused_as_a_unit_when_net_libs_lacks_one_of_its_libraries() {
         "podman does not fail with the refusal `{want}`\n{out}"
     );
 }
+
+#[test]
+fn net_annotation_without_glibc_is_refused_naming_the_glibc_annotation() {
+    let env = net_env("net-noglibc");
+    let hooks_d = env.hooks_d("hooks.d", &env.net_hook());
+    let ov = env.overlay("rootfs");
+    let out = PodmanRun::new(&hooks_d, &ov.merged, &["sh", "-c", VERSIONS])
+        .annotate(NET_ANNOTATION, "true")
+        .hook_log(&env.log)
+        .run();
+    out.assert_failure("the host libfabric needs glibc 2.34, the image has 2.31");
+    let want = format!(
+        "the injected host libraries need glibc 2.34 ({} requires GLIBC_2.34) but the container \
+         has glibc 2.31; add the annotation com.hooks.glibc.enabled=true (podman --annotation \
+         com.hooks.glibc.enabled=true) so that glibc-hook injects the host glibc ",
+        env.host.libs[0].display()
+    );
+    assert!(
+        out.stderr.contains(&want),
+        "podman does not fail with the refusal `{want}`\n{out}"
+    );
+}
