@@ -6,7 +6,8 @@
 #      (x86_64-unknown-linux-musl) and the Debian package (packaging/deb/build-deb.sh),
 #      checked with lintian (no error, no warning);
 #      the tests run the static hooks (HPC_HOOKS_BIN_DIR=target/dist/bin);
-#   2. builds or reuses the cached Debian 11 + MPICH 3.4.1 test rootfs;
+#   2. builds or reuses the cached test rootfs (Debian 11 + MPICH 3.4.1, + Open MPI 4.1.0,
+#      Debian 12 + MPICH, Debian 11 + libfabric 1.11 / UCX 1.10);
 #   3. runs the unit and crate tests of every crate but the e2e suite, then the planning
 #      and engine tests again as an unprivileged user (tests/run-unprivileged.sh);
 #   4. runs the end-to-end tests (tests/e2e) serially, against real runtimes, the
@@ -79,6 +80,7 @@ step lintian lintian_deb
 step rootfs tests/rootfs/build-rootfs.sh debian11-mpich
 step rootfs-openmpi tests/rootfs/build-rootfs.sh debian11-openmpi
 step rootfs-debian12 tests/rootfs/build-rootfs.sh debian12-mpich
+step rootfs-net tests/rootfs/build-rootfs.sh debian11-net
 step unit-tests cargo test --release --no-fail-fast --workspace --exclude e2e-tests --lib --bins --tests
 step e2e-harness-tests cargo test --release -p e2e-tests --lib --bins
 # Planning and the live engine's unit tests again, as nobody: they must need no privilege.

@@ -1,4 +1,4 @@
-//! mpi-hook and glibc-hook as the tests register them: OCI hook objects with their env and
+//! mpi-hook (also as the net hook, --net-only) and glibc-hook as the tests register them: OCI hook objects with their env and
 //! activation annotations, podman hooks.d files, the timings parsed from hook logs, and the
 //! prerequisites every hooked test checks first.
 
@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::binaries::{hook_bin, require_command};
 use crate::mpi::{host_mpi, HostMpi};
+use crate::net::{HostNet, NET_ANNOTATION};
 use crate::rootfs::cached_rootfs;
 use crate::scratch::{e2e_lock, E2eLock};
 
@@ -21,8 +22,12 @@ pub const GLIBC_ANNOTATION: &str = "com.hooks.glibc.enabled";
 #[derive(Clone, Debug)]
 pub struct Hook {
     pub name: String,
+    /// Arguments after argv[0] (the name).
+    pub args: Vec<String>,
     pub env: Vec<String>,
     pub timeout: u64,
+    /// Annotation that activates it (hooks.d `when`).
+    pub activation: &'static str,
 }
 
 impl Hook {
@@ -31,8 +36,10 @@ impl Hook {
         hook_bin("glibc-hook");
         Hook {
             name: "glibc-hook".into(),
+            args: Vec::new(),
             env: base_hook_env(log, level),
             timeout: 60,
+            activation: GLIBC_ANNOTATION,
         }
     }
 
@@ -53,8 +60,27 @@ impl Hook {
         ));
         Hook {
             name: "mpi-hook".into(),
+            args: Vec::new(),
             env,
             timeout: 60,
+            activation: MPI_ANNOTATION,
+        }
+    }
+
+    /// `mpi-hook --net-only` (the hooks.d net file, annotation com.hooks.net.enabled)
+    /// configured with the host network stack `net`.
+    pub fn net(log: &Path, level: &str, net: &HostNet) -> Hook {
+        hook_bin("mpi-hook");
+        let mut env = base_hook_env(log, level);
+        env.push(format!("NET_LIBS={}", net.net_libs()));
+        env.push(format!("NET_DEPENDENCY_LIBS={}", net.dependency_libs()));
+        env.push(format!("NET_DIRS={}", net.net_dirs()));
+        Hook {
+            name: "mpi-hook".into(),
+            args: vec!["--net-only".into()],
+            env,
+            timeout: 60,
+            activation: NET_ANNOTATION,
         }
     }
 
@@ -74,7 +100,7 @@ impl Hook {
     pub fn oci_json(&self) -> Value {
         json!({
             "path": self.path(),
-            "args": [self.name],
+            "args": std::iter::once(&self.name).chain(&self.args).collect::<Vec<_>>(),
             "env": self.env,
             "timeout": self.timeout,
         })
@@ -82,11 +108,7 @@ impl Hook {
 
     /// Annotation that activates this hook.
     pub fn annotation(&self) -> &'static str {
-        if self.name == "mpi-hook" {
-            MPI_ANNOTATION
-        } else {
-            GLIBC_ANNOTATION
-        }
+        self.activation
     }
 }
 
@@ -122,7 +144,12 @@ pub fn write_hooks_d(dir: &Path, stage: &str, hooks: &[&Hook]) {
             "when": { "annotations": { key: "^true$" } },
             "stages": [stage],
         });
-        let file = dir.join(format!("{:02}-{}.json", (i + 1) * 5, h.name));
+        let name = if h.activation == NET_ANNOTATION {
+            "net"
+        } else {
+            &h.name
+        };
+        let file = dir.join(format!("{:02}-{name}.json", (i + 1) * 5));
         fs::write(&file, serde_json::to_string_pretty(&doc).unwrap())
             .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
     }

@@ -15,7 +15,8 @@
 //! - containers, overlays and scratch dirs are cleaned up on drop.
 //!
 //! Modules, by concern: `binaries` (host commands, hook binaries), `rootfs` (the cached
-//! test rootfs), `mpi` (the host MPICH), `scratch` (lock, ids, scratch dirs), `process`
+//! test rootfs), `mpi` (the host MPICH), `net` (the host libfabric and UCX), `scratch`
+//! (lock, ids, scratch dirs), `process`
 //! (running commands), `hooks` (hook objects, hooks.d, hook logs), `overlay`, `bundle`
 //! (runc, crun), `podman`, `slurm` (the one-node Slurm), `mounts` and `snapshot`
 //! (host-side observation), `rootless` (the unprivileged user of the rootless tests).
@@ -27,6 +28,7 @@ mod bundle;
 mod hooks;
 mod mounts;
 mod mpi;
+mod net;
 mod overlay;
 mod podman;
 mod process;
@@ -41,6 +43,7 @@ pub use bundle::*;
 pub use hooks::*;
 pub use mounts::*;
 pub use mpi::*;
+pub use net::*;
 pub use overlay::*;
 pub use podman::*;
 pub use process::*;

@@ -85,7 +85,7 @@ pub fn host_mpi() -> HostMpi {
 }
 
 /// The non-glibc libraries `lib` loads, as `ldd` resolves them on the host.
-fn ldd_deps(lib: &std::path::Path) -> Vec<PathBuf> {
+pub(crate) fn ldd_deps(lib: &std::path::Path) -> Vec<PathBuf> {
     let ldd = require_command("ldd");
     let out = Command::new(ldd).arg(lib).output().expect("run ldd");
     assert!(

@@ -21,6 +21,8 @@ pub struct PodmanRun<'a> {
     pub log: Option<PathBuf>,
     /// `--device` arguments (CDI devices: `vendor/class=name`).
     pub devices: Vec<String>,
+    /// `--network` (default `none`).
+    pub network: String,
 }
 
 impl<'a> PodmanRun<'a> {
@@ -33,6 +35,7 @@ impl<'a> PodmanRun<'a> {
             args: args.iter().map(|s| s.to_string()).collect(),
             log: None,
             devices: Vec::new(),
+            network: "none".into(),
         }
     }
 
@@ -66,6 +69,12 @@ impl<'a> PodmanRun<'a> {
         self
     }
 
+    /// `--network MODE` instead of `none` (e.g. `host`).
+    pub fn network(mut self, mode: &str) -> Self {
+        self.network = mode.into();
+        self
+    }
+
     pub fn hook_log(mut self, log: &Path) -> Self {
         self.log = Some(log.to_path_buf());
         self
@@ -78,7 +87,7 @@ impl<'a> PodmanRun<'a> {
         if let Some(d) = self.hooks_dir {
             c.arg("--hooks-dir").arg(d);
         }
-        c.args(["run", "--rm", "--name", name, "--network", "none"])
+        c.args(["run", "--rm", "--name", name, "--network", &self.network])
             .args([
                 "--ulimit",
                 "nofile=1024:1024",

@@ -1,6 +1,7 @@
-//! The cached test rootfs (Debian 11 + MPICH, Debian 11 + Open MPI: built once by
-//! tests/rootfs/build-rootfs.sh and never modified) and the helpers that put libraries into a rootfs: gcc-built shared
-//! libraries and a regenerated ld.so.cache.
+//! The cached test rootfs (Debian 11 + MPICH, Debian 11 + Open MPI, Debian 11 + libfabric
+//! and UCX: built once by tests/rootfs/build-rootfs.sh and never modified) and the helpers
+//! that put libraries into a rootfs: gcc-built shared libraries and a regenerated
+//! ld.so.cache.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,9 +39,31 @@ pub fn open_mpi_rootfs() -> PathBuf {
     cached_recipe(OPEN_MPI_RECIPE)
 }
 
+/// Recipe of the Debian 11 image with its own network stack: libfabric 1.11 (fi_info,
+/// fi_pingpong), UCX 1.10 (ucx_info) and [`NET_VERSIONS`]; no MPI.
+pub const NET_RECIPE: &str = "debian11-net";
+/// libfabric version of the [`NET_RECIPE`] image.
+pub const CONTAINER_LIBFABRIC_VERSION: &str = "1.11.0";
+/// UCX version of the [`NET_RECIPE`] image.
+pub const CONTAINER_UCX_VERSION: &str = "1.10.0";
+/// Program of the [`NET_RECIPE`] image printing the versions the LOADED libfabric and libucp
+/// report (`libfabric MAJOR.MINOR`, `ucp X.Y.Z`): `ucx_info -v` prints the version it was
+/// compiled against, whatever libucp it loads.
+pub const NET_VERSIONS: &str = "/usr/local/bin/net-versions";
+
+/// The cached Debian 11 image with libfabric 1.11 and UCX 1.10 ([`NET_RECIPE`]).
+pub fn net_rootfs() -> PathBuf {
+    cached_recipe_holding(NET_RECIPE, NET_VERSIONS)
+}
+
 /// Path of the cached rootfs of `recipe` (tests/rootfs/recipes/RECIPE.sh), built once per
 /// test process; it must hold [`MPI_HELLO`].
 pub fn cached_recipe(recipe: &str) -> PathBuf {
+    cached_recipe_holding(recipe, MPI_HELLO)
+}
+
+/// [`cached_recipe`] for an image that must hold `program` (an absolute container path).
+pub fn cached_recipe_holding(recipe: &str, program: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get(recipe) {
@@ -64,9 +87,9 @@ pub fn cached_recipe(recipe: &str) -> PathBuf {
         );
     }
     let path = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-    if !path.join(MPI_HELLO.trim_start_matches('/')).is_file() {
+    if !path.join(program.trim_start_matches('/')).is_file() {
         panic!(
-            "PREREQUISITE MISSING: build-rootfs.sh printed `{}`, which has no {MPI_HELLO}",
+            "PREREQUISITE MISSING: build-rootfs.sh printed `{}`, which has no {program}",
             path.display()
         );
     }
