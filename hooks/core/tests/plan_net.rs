@@ -719,3 +719,30 @@ fn the_nccl_plugin_brings_the_network_libraries_it_needs() {
     let plan = f.plan(&NetConfig { nccl: None, ..cfg }, &[]).unwrap();
     assert!(plan.is_empty(), "{plan:?}");
 }
+
+#[test]
+fn a_provider_linked_out_of_its_directory_is_bound_where_the_link_leads() {
+    // rdma-core's verbs providers: libibverbs/libmlx5-rdmav34.so -> ../libmlx5.so.1.24.0.
+    // The directory alone would hold a dangling link in the container: the host file it
+    // points at is bound where the link leads. A provider that is a plain file needs
+    // nothing more; a link inside the directory neither.
+    let f = Fixture::new();
+    let verbs = f.host.join("libibverbs");
+    std::fs::create_dir_all(&verbs).unwrap();
+    std::fs::write(f.host.join("libmlx5.so.1.24.0"), b"mlx5").unwrap();
+    link("../libmlx5.so.1.24.0", &verbs.join("libmlx5-rdmav34.so"));
+    std::fs::write(verbs.join("libcxgb4-rdmav34.so"), b"cxgb4").unwrap();
+    link("libcxgb4-rdmav34.so", &verbs.join("libcxgb4-alias.so"));
+    let cfg = NetConfig {
+        dirs: vec![verbs.clone()],
+        ..NetConfig::default()
+    };
+    let plan = f.plan(&cfg, &[]).unwrap();
+    assert_eq!(
+        f.mounts(&plan),
+        [
+            "$HOST/libibverbs at $HOST/libibverbs (ro,nosuid,nodev,bind)",
+            "$HOST/libmlx5.so.1.24.0 at $HOST/libmlx5.so.1.24.0 (ro,nosuid,nodev,bind)",
+        ]
+    );
+}

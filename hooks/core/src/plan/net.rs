@@ -657,10 +657,67 @@ fn add_dir(
             }
         }
     }
-    for t in targets {
-        plan.edits.mounts.push(ro_mount(&path, &t));
+    for t in &targets {
+        plan.edits.mounts.push(ro_mount(&path, t));
     }
+    linked_modules(dir, &canon, &targets, plan);
     Ok(())
+}
+
+/// Most entries of a `NET_DIRS` directory looked at for symlinked modules.
+const MAX_DIR_ENTRIES: usize = 1024;
+
+/// Modules of a bound directory that are symlinks out of it (rdma-core's verbs providers:
+/// `libibverbs/libmlx5-rdmav34.so -> ../libmlx5.so.1.24.44.0`): the host file they point
+/// at is bound read-only where the link leads inside the container, else the provider
+/// would not load there (the image has another version of that file, or none).
+fn linked_modules(dir: &Path, canon: &Path, targets: &[String], plan: &mut Plan) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten().take(MAX_DIR_ENTRIES) {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let Ok(real) = std::fs::canonicalize(e.path()) else {
+            continue;
+        };
+        if real.starts_with(canon) || !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        for t in targets {
+            let at = if link.is_absolute() {
+                link.clone()
+            } else {
+                lexical(&Path::new(t).join(&link))
+            };
+            let at = host_str(&at);
+            if plan.edits.mounts.iter().any(|m| m.container_path == at) {
+                continue;
+            }
+            tracing::info!(
+                "{} is a link to {}: that file is bound at {at}",
+                e.path().display(),
+                real.display()
+            );
+            plan.edits.mounts.push(ro_mount(&host_str(&real), &at));
+        }
+    }
+}
+
+/// `p` with `.` and `..` resolved lexically (a link's target as the container will see it).
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A `NET_DEVICES` entry: a device node (a CDI device node; the engine creates it with a
