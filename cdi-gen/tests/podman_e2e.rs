@@ -63,7 +63,11 @@ fn cached_rootfs() -> PathBuf {
     if dir.join(".complete").exists() {
         return dir;
     }
-    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+    // One build directory per test thread: the tests of this file run in parallel and
+    // may both build the rootfs on a fresh machine.
+    let thread =
+        format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_digit(), "");
+    let tmp = dir.with_extension(format!("tmp{}-{thread}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     for d in [
         "bin",
