@@ -32,6 +32,7 @@ const EXPECTED: &[&str] = &[
     "man/man8/cdi-gen-list.8",
     "man/man8/cdi-gen-validate.8",
     "man/man8/cdi-gen-mpi.8",
+    "man/man8/cdi-gen-net.8",
     "man/man8/cdi-gen-doctor.8",
     "man/man1/hpc-rank.1",
 ];
