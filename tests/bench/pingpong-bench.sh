@@ -42,7 +42,7 @@ done
 case "$mpi" in
   mpich) cc=mpicc recipe=debian11-mpich pmi=pmi2 mpi_libs= ;;
   openmpi) cc=mpicc.openmpi recipe=debian11-openmpi pmi=pmix
-    mpi_libs=$(ldconfig -p | awk '/libmpi\.so\.40 .*x86-64/{print $NF; exit}')
+    mpi_libs=$(ldconfig -p | awk '/libmpi\.so\.40 .*x86-64/ && !f {f = $NF} END {print f}')
     [ -n "$mpi_libs" ] || die "no host Open MPI (libmpi.so.40) in ldconfig -p: apt-get install openmpi-bin libopenmpi-dev" ;;
   *) die "--mpi $mpi: use mpich or openmpi" ;;
 esac
@@ -64,7 +64,7 @@ if [ -z "$hooks_dir" ]; then
   # UCX (MPICH's ch4:ucx) loads its transports (CMA, ...) from <libdir>/ucx at run time:
   # without that directory in the container, 1 MiB messages lose CMA zero-copy.
   binds=()
-  ucp=$(ldconfig -p | awk '/libucp\.so\.0 /{print $NF; exit}')
+  ucp=$(ldconfig -p | awk '/libucp\.so\.0 / && !f {f = $NF} END {print f}')
   if [ -n "$ucp" ] && [ -d "$(dirname "$ucp")/ucx" ]; then binds=(--bind-mounts "$(dirname "$ucp")/ucx"); fi
   # The host MPI of the chosen family only (mpi-hook finds Open MPI's components itself).
   [ -z "$mpi_libs" ] || binds+=(--mpi-libs "$mpi_libs")
